@@ -1,0 +1,136 @@
+//! The TPM 2.0 backend. [`TpmElement`] is a cheap handle; the ESYS context lives on one worker
+//! thread (`worker`) that runs jobs one at a time, so no two threads ever touch the context.
+//! The TPM rules live beside it:
+//! - `objects`: templates and the storage root key / device identity key at persistent handles;
+//! - `seal`: sealed data objects under the storage root key;
+//! - `nv`: the monotonic counter in an NV counter index.
+
+mod nv;
+mod objects;
+mod seal;
+mod worker;
+
+use std::time::Duration;
+
+use zeroize::Zeroizing;
+
+use crate::{
+    Backend, BackendInfo, HalError, IdentityKey, KeyMode, SealedBlob, SecureElement,
+    SecureElementConfig,
+};
+pub(crate) use worker::TpmState;
+use worker::Worker;
+
+/// How long opening the TPM may take before we give up and say so (a TCTI that accepts a
+/// connection but never answers would otherwise hang the agent's start).
+pub const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Largest request to TPM2_GetRandom per call; TPMs answer at most a digest's worth.
+const RANDOM_CHUNK: usize = 32;
+
+/// A TPM 2.0 reached through a TCTI.
+#[derive(Debug)]
+pub struct TpmElement {
+    worker: Worker,
+    tcti: String,
+    description: String,
+}
+
+impl TpmElement {
+    /// Connects to the TPM at `config.tcti` and checks that it answers. Fails within
+    /// [`OPEN_TIMEOUT`] with [`HalError::Unreachable`] if nothing does.
+    pub fn open(config: &SecureElementConfig) -> Result<Self, HalError> {
+        if config.backend != Backend::Tpm {
+            return Err(HalError::Unexpected {
+                operation: "open",
+                detail: "configuration is not for the TPM backend".to_owned(),
+            });
+        }
+        config.validate().map_err(|detail| HalError::BadTcti {
+            tcti: config.tcti.clone(),
+            detail,
+        })?;
+        let worker = Worker::spawn(config, OPEN_TIMEOUT)?;
+        let description = worker.call(|s| Ok(s.describe()))?;
+        tracing::info!(tcti = %config.tcti, tpm = %description, "TPM opened");
+        Ok(TpmElement {
+            worker,
+            tcti: config.tcti.clone(),
+            description,
+        })
+    }
+}
+
+impl SecureElement for TpmElement {
+    fn info(&self) -> BackendInfo {
+        BackendInfo {
+            kind: Backend::Tpm,
+            location: self.tcti.clone(),
+            description: self.description.clone(),
+        }
+    }
+
+    fn ensure_identity_key(&self, mode: KeyMode) -> Result<IdentityKey, HalError> {
+        self.worker.call(move |s| s.ensure_identity_key(mode))
+    }
+
+    fn identity_public_key(&self) -> Result<Vec<u8>, HalError> {
+        self.worker.call(|s| s.identity_public_key())
+    }
+
+    fn sign_digest(&self, digest: &[u8; 32]) -> Result<Vec<u8>, HalError> {
+        let digest = *digest;
+        self.worker.call(move |s| s.sign_digest(&digest))
+    }
+
+    fn seal(&self, secret: &[u8]) -> Result<SealedBlob, HalError> {
+        let secret = Zeroizing::new(secret.to_vec());
+        self.worker.call(move |s| s.seal(&secret))
+    }
+
+    fn unseal(&self, blob: &SealedBlob) -> Result<Zeroizing<Vec<u8>>, HalError> {
+        let blob = blob.clone();
+        self.worker.call(move |s| s.unseal(&blob))
+    }
+
+    fn counter_create(&self) -> Result<u64, HalError> {
+        self.worker.call(|s| s.counter_create())
+    }
+
+    fn counter_read(&self) -> Result<u64, HalError> {
+        self.worker.call(|s| s.counter_read())
+    }
+
+    fn counter_increment(&self) -> Result<u64, HalError> {
+        self.worker.call(|s| s.counter_increment())
+    }
+
+    fn random(&self, len: usize) -> Result<Zeroizing<Vec<u8>>, HalError> {
+        self.worker.call(move |s| {
+            let mut out = Zeroizing::new(Vec::with_capacity(len));
+            while out.len() < len {
+                let want = RANDOM_CHUNK.min(len.saturating_sub(out.len()));
+                let chunk = s
+                    .ctx
+                    .get_random(want)
+                    .map_err(HalError::tpm("get random"))?;
+                if chunk.value().is_empty() {
+                    return Err(HalError::Unexpected {
+                        operation: "get random",
+                        detail: "the TPM returned no bytes".to_owned(),
+                    });
+                }
+                out.extend_from_slice(chunk.value());
+            }
+            out.truncate(len);
+            Ok(out)
+        })
+    }
+
+    fn destroy(&self) -> Result<(), HalError> {
+        self.worker.call(|s| {
+            s.evict_identity_key()?;
+            s.counter_delete()
+        })
+    }
+}

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The README's test command: installs what the tests need, then runs every test of the
+# workspace (unit, property, integration against real swtpm instances, end-to-end).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=lib/common.sh
+. scripts/lib/common.sh
+ensure_rust
+ensure_packages "${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
+
+section "building the binaries the end-to-end tests run"
+cargo build --locked --workspace --bins
+
+section "cargo test --workspace"
+cargo test --locked --workspace --all-targets
+cargo test --locked --workspace --doc
