@@ -64,7 +64,12 @@ pub fn genesis_hash(device_id: &DeviceId) -> [u8; 32] {
 }
 
 /// The hash of a record from its parts.
-pub fn record_hash(prev_hash: &[u8; 32], seq: u64, journal_key_id: &[u8; 8], body: &[u8]) -> [u8; 32] {
+pub fn record_hash(
+    prev_hash: &[u8; 32],
+    seq: u64,
+    journal_key_id: &[u8; 8],
+    body: &[u8],
+) -> [u8; 32] {
     let mut ctx = digest::Context::new(&digest::SHA256);
     ctx.update(RECORD_TAG);
     ctx.update(prev_hash);
@@ -106,7 +111,9 @@ mod tests {
     use super::*;
 
     fn sha256(parts: &[&[u8]]) -> Vec<u8> {
-        digest::digest(&digest::SHA256, &parts.concat()).as_ref().to_vec()
+        digest::digest(&digest::SHA256, &parts.concat())
+            .as_ref()
+            .to_vec()
     }
 
     #[test]
@@ -116,7 +123,10 @@ mod tests {
             genesis_hash(&dev).to_vec(),
             sha256(&[b"posguard/genesis/v1", b"term-0001"])
         );
-        assert_ne!(genesis_hash(&dev), genesis_hash(&DeviceId::new("term-0002").unwrap()));
+        assert_ne!(
+            genesis_hash(&dev),
+            genesis_hash(&DeviceId::new("term-0002").unwrap())
+        );
         assert_eq!(ChainHead::genesis(&dev).seq, 0);
     }
 
@@ -127,7 +137,13 @@ mod tests {
         let h = record_hash(&prev, 0x0102_0304_0506_0708, &kid, b"body");
         assert_eq!(
             h.to_vec(),
-            sha256(&[b"posguard/record/v1", &prev, &[1, 2, 3, 4, 5, 6, 7, 8], &kid, b"body"])
+            sha256(&[
+                b"posguard/record/v1",
+                &prev,
+                &[1, 2, 3, 4, 5, 6, 7, 8],
+                &kid,
+                b"body"
+            ])
         );
     }
 
@@ -139,7 +155,10 @@ mod tests {
 
     #[test]
     fn head_next_seq_saturates_to_none() {
-        let head = ChainHead { seq: u64::MAX, hash: [0; 32] };
+        let head = ChainHead {
+            seq: u64::MAX,
+            hash: [0; 32],
+        };
         assert_eq!(head.next_seq(), None);
     }
 }

@@ -67,8 +67,8 @@ impl DikPublicKey {
                 .ok_or(KeyError::NotP256Spki)?,
             other => return Err(KeyError::WrongLength(other)),
         };
-        let point =
-            <[u8; P256_POINT_LEN]>::try_from(point).map_err(|_| KeyError::WrongLength(bytes.len()))?;
+        let point = <[u8; P256_POINT_LEN]>::try_from(point)
+            .map_err(|_| KeyError::WrongLength(bytes.len()))?;
         if point.first() != Some(&0x04) {
             return Err(KeyError::NotUncompressedPoint);
         }
@@ -127,13 +127,19 @@ mod tests {
         // `openssl pkey -pubout -outform DER` of the test key.
         let spki = testkit::DIK_SPKI_DER;
         let key = DikPublicKey::from_der_or_point(spki).unwrap();
-        assert_eq!(key.point().as_slice(), testkit::dik().public_point().as_slice());
+        assert_eq!(
+            key.point().as_slice(),
+            testkit::dik().public_point().as_slice()
+        );
     }
 
     #[test]
     fn refuses_other_shapes() {
         let point = testkit::dik().public_point();
-        assert_eq!(DikPublicKey::from_der_or_point(&[]), Err(KeyError::WrongLength(0)));
+        assert_eq!(
+            DikPublicKey::from_der_or_point(&[]),
+            Err(KeyError::WrongLength(0))
+        );
         assert_eq!(
             DikPublicKey::from_der_or_point(&point[..33]),
             Err(KeyError::WrongLength(33))
@@ -144,9 +150,14 @@ mod tests {
             DikPublicKey::from_der_or_point(&compressed_tag),
             Err(KeyError::NotUncompressedPoint)
         );
-        let mut spki = DikPublicKey::from_der_or_point(&point).unwrap().to_spki_der();
+        let mut spki = DikPublicKey::from_der_or_point(&point)
+            .unwrap()
+            .to_spki_der();
         spki[10] ^= 1; // damage the algorithm OID
-        assert_eq!(DikPublicKey::from_der_or_point(&spki), Err(KeyError::NotP256Spki));
+        assert_eq!(
+            DikPublicKey::from_der_or_point(&spki),
+            Err(KeyError::NotP256Spki)
+        );
     }
 
     #[test]

@@ -3,6 +3,45 @@
 //!
 //! Modules:
 //! - [`version`]: protocol and format version numbers.
+//! - [`text`]: validated strings ([`text::ClerkId`], [`text::DeviceId`], [`text::SafeText`],
+//!   [`text::ShortCode`], [`text::Currency`]); no free text reaches an event any other way, and
+//!   none of them can hold a card number.
+//! - [`event`]: typed audit events ([`event::Event`] = stamp, actor, peer, severity,
+//!   [`event::EventKind`]) and which kinds a full journal keeps.
+//! - [`codec`]: the canonical postcard encoding, size bounds and [`codec::DecodeError`].
+//! - [`chain`]: domain tags, genesis hash, record hash and [`chain::ChainHead`].
+//! - [`keys`]: the device identity key ([`keys::DikPublicKey`], ECDSA P-256) and Ed25519
+//!   journal-key verification.
+//! - [`record`]: [`record::Record`], built by the journal and decoded from stored bytes.
+//! - [`cert`]: [`cert::JournalKeyCert`], the DIK's certificate for a journal key.
+//! - [`checkpoint`]: [`checkpoint::Checkpoint`], the DIK's signature over the head and the TPM
+//!   counter.
+//! - [`verify`]: [`verify::verify_run`] and the incremental [`verify::ChainVerifier`], failing
+//!   with a [`verify::VerifyError`] that names the first bad record.
+//!
+//! The byte layouts are specified in `docs/audit-format.md`.
 #![forbid(unsafe_code)]
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects,
+        clippy::panic
+    )
+)]
 
+pub mod cert;
+pub mod chain;
+pub mod checkpoint;
+pub mod codec;
+pub mod event;
+pub mod keys;
+pub mod record;
+pub mod text;
+pub mod verify;
 pub mod version;
+
+#[cfg(test)]
+mod testkit;

@@ -156,10 +156,19 @@ mod tests {
 
     #[test]
     fn digit_runs_counted_across_spaces_and_dashes() {
-        assert_eq!(check_digit_runs("4111 1111 1111 1111"), Err(TextError::DigitRun));
-        assert_eq!(check_digit_runs("4111-1111-1111-1111"), Err(TextError::DigitRun));
+        assert_eq!(
+            check_digit_runs("4111 1111 1111 1111"),
+            Err(TextError::DigitRun)
+        );
+        assert_eq!(
+            check_digit_runs("4111-1111-1111-1111"),
+            Err(TextError::DigitRun)
+        );
         assert_eq!(check_digit_runs("4111111111111"), Err(TextError::DigitRun));
-        assert_eq!(check_digit_runs("1 2 3 4 5 6 7 8 9 0 1 2 3"), Err(TextError::DigitRun));
+        assert_eq!(
+            check_digit_runs("1 2 3 4 5 6 7 8 9 0 1 2 3"),
+            Err(TextError::DigitRun)
+        );
     }
 
     #[test]

@@ -1,34 +1,104 @@
-//! `posguardctl`: the local operator CLI. It talks to the agent over its Unix socket; the
-//! commands arrive with the local API.
+//! `posguardctl`: the local operator CLI. Argument parsing only; see the library.
 #![forbid(unsafe_code)]
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use posguard_agent::EXIT_USAGE;
+use posguard_agent::journal::verify_dir;
 
 /// Operate a posguard agent on this terminal.
 #[derive(Debug, Parser)]
 #[command(name = "posguardctl", version, about, long_about = None)]
 struct Cli {
     /// The agent's local API socket.
-    #[arg(long, default_value = "/run/posguard/agent.sock")]
-    socket: std::path::PathBuf,
+    #[arg(long, default_value = "/run/posguard/agent.sock", global = true)]
+    socket: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Verify an audit journal offline (on the terminal, or a copy taken from one): hash chain,
+    /// signatures, declared gaps, last checkpoint. Names the first bad record; exits 1 if any.
+    VerifyJournal {
+        /// The journal directory (default on a terminal: /var/lib/posguard/journal).
+        path: PathBuf,
+        /// Check signatures against this device identity public key (SPKI DER file) instead of
+        /// the one the journal stored when it was created.
+        #[arg(long, value_name = "FILE")]
+        identity_key: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
-    match Cli::try_parse() {
-        Ok(cli) => {
-            eprintln!(
-                "posguardctl: no command given (socket {}); see --help",
-                cli.socket.display()
-            );
-            ExitCode::from(EXIT_USAGE)
-        }
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
         Err(e) => {
             let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
             let _ = e.print();
-            ExitCode::from(code)
+            return ExitCode::from(code);
+        }
+    };
+    match cli.command {
+        Command::VerifyJournal {
+            path,
+            identity_key,
+            json,
+        } => {
+            let key = match identity_key.map(std::fs::read).transpose() {
+                Ok(k) => k,
+                Err(e) => {
+                    eprintln!("posguardctl: cannot read the identity key: {e}");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            };
+            let report = match verify_dir(&path, key.as_deref()) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("posguardctl: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+            } else {
+                println!("journal of device {}", report.device_id);
+                println!(
+                    "  records verified: {} (seq {} to {})",
+                    report.records,
+                    report.first_seq.map_or("-".to_owned(), |s| s.to_string()),
+                    report.head_seq
+                );
+                match report.last_checkpoint {
+                    Some((seq, counter)) => {
+                        println!("  last checkpoint: seq {seq}, TPM counter {counter}")
+                    }
+                    None => println!("  last checkpoint: none"),
+                }
+                if report.dik_from_journal {
+                    println!(
+                        "  identity key: the one stored in the journal (use --identity-key to check against a known key)"
+                    );
+                }
+                match &report.first_bad {
+                    None => println!("OK: the journal verifies"),
+                    Some((seq, why)) => println!("FAILED: first bad record is seq {seq}: {why}"),
+                }
+            }
+            if report.first_bad.is_none() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -22,7 +22,9 @@ fn hex_digit(c: u8) -> Option<u8> {
     if c.is_ascii_uppercase() {
         return None;
     }
-    char::from(c).to_digit(16).and_then(|d| u8::try_from(d).ok())
+    char::from(c)
+        .to_digit(16)
+        .and_then(|d| u8::try_from(d).ok())
 }
 
 /// Decodes lower-case hex; `None` on odd length or any other character.

@@ -278,7 +278,9 @@ impl EventKind {
             | Self::CachePurged { .. }
             | Self::Pos(_) => Info,
             Self::AgentStarted { .. }
-            | Self::AgentStopped { reason: StopReason::Shutdown }
+            | Self::AgentStopped {
+                reason: StopReason::Shutdown,
+            }
             | Self::LockoutReset { .. }
             | Self::PrivilegeElevated { .. }
             | Self::ClerkEnrolled { .. }

@@ -49,8 +49,14 @@ mod tests {
         assert!(ShortCode::new("0.1.0").is_ok());
         assert!(ShortCode::new("auth.lockout_after").is_ok());
         assert_eq!(ShortCode::new("a b"), Err(TextError::BadChar { at: 1 }));
-        assert_eq!(ShortCode::new("x".repeat(33)), Err(TextError::TooLong { len: 33, max: 32 }));
-        assert_eq!(ShortCode::new("c-4111111111111111"), Err(TextError::DigitRun));
+        assert_eq!(
+            ShortCode::new("x".repeat(33)),
+            Err(TextError::TooLong { len: 33, max: 32 })
+        );
+        assert_eq!(
+            ShortCode::new("c-4111111111111111"),
+            Err(TextError::DigitRun)
+        );
     }
 
     #[test]
@@ -58,7 +64,10 @@ mod tests {
         assert!(Currency::new("EUR").is_ok());
         assert_eq!(Currency::new("eur"), Err(TextError::BadChar { at: 0 }));
         assert_eq!(Currency::new("EU"), Err(TextError::BadChar { at: 2 }));
-        assert_eq!(Currency::new("EURO"), Err(TextError::TooLong { len: 4, max: 3 }));
+        assert_eq!(
+            Currency::new("EURO"),
+            Err(TextError::TooLong { len: 4, max: 3 })
+        );
         assert_eq!(Currency::new(""), Err(TextError::Empty));
     }
 }

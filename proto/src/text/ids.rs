@@ -63,7 +63,10 @@ mod tests {
         assert_eq!(ClerkId::new("anna m"), Err(TextError::BadChar { at: 4 }));
         assert_eq!(ClerkId::new("ännа"), Err(TextError::BadChar { at: 0 }));
         assert_eq!(ClerkId::new("4111111111111111"), Err(TextError::DigitRun));
-        assert_eq!(ClerkId::new("4111-1111-1111-1111"), Err(TextError::DigitRun));
+        assert_eq!(
+            ClerkId::new("4111-1111-1111-1111"),
+            Err(TextError::DigitRun)
+        );
     }
 
     #[test]
@@ -71,7 +74,10 @@ mod tests {
         let bytes = postcard::to_stdvec("4111111111111111").unwrap();
         assert!(postcard::from_bytes::<ClerkId>(&bytes).is_err());
         let bytes = postcard::to_stdvec("bob").unwrap();
-        assert_eq!(postcard::from_bytes::<ClerkId>(&bytes).unwrap().as_str(), "bob");
+        assert_eq!(
+            postcard::from_bytes::<ClerkId>(&bytes).unwrap().as_str(),
+            "bob"
+        );
     }
 
     #[test]

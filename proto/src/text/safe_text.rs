@@ -54,7 +54,10 @@ mod tests {
     #[test]
     fn refuses_control_and_non_ascii() {
         assert_eq!(SafeText::new("a\nb"), Err(TextError::BadChar { at: 1 }));
-        assert_eq!(SafeText::new("a\u{200b}b"), Err(TextError::BadChar { at: 1 }));
+        assert_eq!(
+            SafeText::new("a\u{200b}b"),
+            Err(TextError::BadChar { at: 1 })
+        );
         assert_eq!(SafeText::new("４１１１"), Err(TextError::BadChar { at: 0 }));
         assert_eq!(SafeText::new(""), Err(TextError::Empty));
         assert_eq!(

@@ -73,7 +73,9 @@ impl ChainVerifier {
         })
     }
 
-    /// A verifier continuing from a saved [`ChainState`].
+    /// A verifier continuing from a saved [`ChainState`]. Its policy is
+    /// [`GapPolicy::AllowDeclared`] if gaps are pending (they can only have come from one),
+    /// [`GapPolicy::Strict`] otherwise; [`Self::with_gap_policy`] changes it.
     pub fn resume(
         dik: &DikPublicKey,
         device_id: &DeviceId,
@@ -113,7 +115,7 @@ impl ChainVerifier {
             .ok_or_else(|| fail(VerifyReason::SeqExhausted))?;
         let mut gaps = None;
         if seq < expected {
-            return Err(fail(if seq == self.head.seq {
+            return Err(fail(if seq == self.head.seq && seq != 0 {
                 VerifyReason::Duplicate
             } else {
                 VerifyReason::Reordered { expected }
@@ -143,9 +145,7 @@ impl ChainVerifier {
         if !verify_ed25519(&key.public_key, &message, record.signature()) {
             return Err(fail(VerifyReason::BadSignature));
         }
-        let event = record
-            .event()
-            .map_err(|e| fail(VerifyReason::BadBody(e)))?;
+        let event = record.event().map_err(|e| fail(VerifyReason::BadBody(e)))?;
         if event.stamp.boot_id != key.boot_id {
             return Err(fail(VerifyReason::BootIdMismatch));
         }

@@ -89,7 +89,13 @@ impl Gaps {
                 kept.push(*gap);
                 continue;
             }
-            removed = removed.saturating_add(GapRange { first: lo, last: hi }.len());
+            removed = removed.saturating_add(
+                GapRange {
+                    first: lo,
+                    last: hi,
+                }
+                .len(),
+            );
             if gap.first < lo {
                 kept.push(GapRange {
                     first: gap.first,
@@ -163,16 +169,27 @@ mod tests {
     #[test]
     fn range_must_precede_the_event_and_be_sane() {
         let mut g = gaps(&[(3, 4)]);
-        for bad in [overflow(3, 20, 2), overflow(5, 4, 0), overflow(0, 4, 2), overflow(3, 4, 3)] {
+        for bad in [
+            overflow(3, 20, 2),
+            overflow(5, 4, 0),
+            overflow(0, 4, 2),
+            overflow(3, 4, 3),
+        ] {
             assert_eq!(g.explain(&bad, 20), Err(VerifyReason::OverflowMismatch));
         }
     }
 
     #[test]
     fn saved_ranges_are_checked() {
-        let ok = vec![GapRange { first: 2, last: 3 }, GapRange { first: 5, last: 5 }];
+        let ok = vec![
+            GapRange { first: 2, last: 3 },
+            GapRange { first: 5, last: 5 },
+        ];
         assert!(Gaps::from_ranges(ok, 6).is_some());
-        let touching = vec![GapRange { first: 2, last: 3 }, GapRange { first: 4, last: 5 }];
+        let touching = vec![
+            GapRange { first: 2, last: 3 },
+            GapRange { first: 4, last: 5 },
+        ];
         assert!(Gaps::from_ranges(touching, 9).is_none());
         let above_head = vec![GapRange { first: 2, last: 9 }];
         assert!(Gaps::from_ranges(above_head, 9).is_none());

@@ -1,0 +1,329 @@
+//! The audit journal: every security decision, signed and hash-chained, durable in sled before
+//! it is acknowledged.
+//!
+//! - `store`: the sled trees and the fsync that makes a commit durable.
+//! - `startup`: opening the journal — checks the tail against the last checkpoint and the TPM
+//!   counter, and recovers onto a fresh store (moving the old one aside) when they disagree.
+//! - `writer`: the one thread that owns the store and the journal key; it takes appends from a
+//!   channel and commits them in groups (many appends, one fsync).
+//! - `sign`: the per-start journal key and its certificate from the device identity key,
+//!   and checkpoints signed by the device identity key with the TPM counter.
+//! - `prune`: keeping the journal within its bound, shipped records first, never a silent gap.
+//! - `scan`: reading a journal end to end and verifying it (used at start and offline).
+//! - `offline`: reading and verifying a journal directory offline (`posguardctl verify-journal`).
+//!
+//! [`Journal`] is the handle the rest of the agent holds; it is cheap to clone.
+
+mod offline;
+mod prune;
+mod scan;
+mod sign;
+mod startup;
+mod store;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use posguard_hal::{HalError, SecureElement};
+use posguard_proto::checkpoint::Checkpoint;
+use posguard_proto::event::Event;
+use posguard_proto::record::Record;
+use posguard_proto::text::DeviceId;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::clock::Clock;
+pub use offline::{OfflineReport, verify_dir};
+pub use startup::Finding;
+pub use store::dir_size;
+
+/// Journal settings (`[journal]` in the agent's configuration).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JournalConfig {
+    /// Directory of the sled database.
+    pub dir: PathBuf,
+    /// Bound on the database's size on disk, in bytes (default 64 MiB).
+    pub max_bytes: u64,
+    /// A checkpoint after this many records (default 1000)…
+    pub checkpoint_every: u64,
+    /// …or after this many seconds with new records (default 60).
+    pub checkpoint_secs: u64,
+    /// sled page cache, in bytes (default 4 MiB).
+    pub cache_bytes: u64,
+    /// Most appends committed by one fsync (default 4096).
+    pub max_group: usize,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        JournalConfig {
+            dir: PathBuf::from("/var/lib/posguard/journal"),
+            max_bytes: 64 * 1024 * 1024,
+            checkpoint_every: 1000,
+            checkpoint_secs: 60,
+            cache_bytes: 4 * 1024 * 1024,
+            max_group: 4096,
+        }
+    }
+}
+
+impl JournalConfig {
+    /// A configuration for `dir` with the defaults.
+    pub fn at(dir: impl Into<PathBuf>) -> Self {
+        JournalConfig {
+            dir: dir.into(),
+            ..JournalConfig::default()
+        }
+    }
+
+    /// Checks values serde cannot; errors name the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_bytes < 1024 * 1024 {
+            return Err("journal.max_bytes: must be at least 1048576 (1 MiB)".to_owned());
+        }
+        if self.checkpoint_every == 0 {
+            return Err("journal.checkpoint_every: must be at least 1".to_owned());
+        }
+        if self.checkpoint_secs == 0 {
+            return Err("journal.checkpoint_secs: must be at least 1".to_owned());
+        }
+        if self.max_group == 0 {
+            return Err("journal.max_group: must be at least 1".to_owned());
+        }
+        Ok(())
+    }
+
+    fn checkpoint_interval(&self) -> Duration {
+        Duration::from_secs(self.checkpoint_secs)
+    }
+}
+
+/// What can go wrong in the journal.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JournalError {
+    /// sled failed.
+    #[error("journal database: {context}: {source}")]
+    Db {
+        /// What was being done.
+        context: &'static str,
+        /// sled's error.
+        #[source]
+        source: sled::Error,
+    },
+    /// A file operation failed.
+    #[error("journal: {action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// On what.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The secure element refused (signing, counter).
+    #[error("journal: secure element: {0}")]
+    SecureElement(#[from] HalError),
+    /// Stored data does not decode.
+    #[error("journal data is corrupt: {what}")]
+    Corrupt {
+        /// What.
+        what: String,
+    },
+    /// The event could not be encoded (too large) or the sequence is exhausted.
+    #[error("journal: cannot build record: {0}")]
+    Build(String),
+    /// The writer thread has stopped (shutdown, or a fatal storage error).
+    #[error("the journal is closed")]
+    Closed,
+}
+
+impl JournalError {
+    pub(crate) fn io(action: &'static str, path: impl AsRef<Path>, source: std::io::Error) -> Self {
+        JournalError::Io {
+            action,
+            path: path.as_ref().to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// The journal's state for `status`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct JournalStatus {
+    /// Sequence number of the last record.
+    pub head_seq: u64,
+    /// Highest sequence number the collector acknowledged.
+    pub shipped_seq: u64,
+    /// Records stored.
+    pub records: u64,
+    /// Bytes of records stored.
+    pub record_bytes: u64,
+    /// Sequence number of the last checkpoint.
+    pub last_checkpoint_seq: Option<u64>,
+    /// TPM counter value of the last checkpoint.
+    pub last_checkpoint_counter: Option<u64>,
+    /// Records dropped to stay within the bound since this start.
+    pub dropped: u64,
+    /// What the start-up check found (tamper, rollback, unreadable), if anything.
+    pub finding: Option<String>,
+    /// Where the old data was moved when the journal recovered.
+    pub moved_to: Option<String>,
+}
+
+pub(crate) enum Command {
+    Append(Event, oneshot::Sender<Result<u64, JournalError>>),
+    Ack(u64, oneshot::Sender<Result<(), JournalError>>),
+    Checkpoint(oneshot::Sender<Result<Checkpoint, JournalError>>),
+    Status(oneshot::Sender<JournalStatus>),
+    Read {
+        from: u64,
+        max_count: usize,
+        max_bytes: usize,
+        reply: oneshot::Sender<Result<Vec<Record>, JournalError>>,
+    },
+    Certs(oneshot::Sender<Result<Vec<Vec<u8>>, JournalError>>),
+    Tick,
+    Shutdown(oneshot::Sender<Result<(), JournalError>>),
+}
+
+/// Handle to the journal writer. Cheap to clone; all clones talk to one writer thread.
+#[derive(Debug, Clone)]
+pub struct Journal {
+    tx: mpsc::Sender<Command>,
+    device_id: DeviceId,
+}
+
+/// What opening the journal found.
+#[derive(Debug, Clone)]
+pub struct OpenReport {
+    /// Head after opening (and after any recovery records).
+    pub head_seq: u64,
+    /// A tamper/rollback/unreadable finding, if the journal had to recover.
+    pub finding: Option<Finding>,
+    /// Where the old data went.
+    pub moved_to: Option<PathBuf>,
+}
+
+impl Journal {
+    /// Opens the journal: checks it, recovers if needed, makes a fresh journal key certified by
+    /// the device identity key, and starts the writer thread. Blocking (TPM calls, fsync):
+    /// call it from `spawn_blocking` or before the runtime starts.
+    pub fn open(
+        config: &JournalConfig,
+        device_id: DeviceId,
+        element: Arc<dyn SecureElement>,
+        clock: Clock,
+    ) -> Result<(Journal, OpenReport), JournalError> {
+        let opened = startup::open(config, &device_id, element.as_ref(), clock)?;
+        let report = OpenReport {
+            head_seq: opened.head.seq,
+            finding: opened.finding.clone(),
+            moved_to: opened.moved_to.clone(),
+        };
+        let (tx, rx) = mpsc::channel(config.max_group.max(1024));
+        writer::spawn(
+            config.clone(),
+            device_id.clone(),
+            element,
+            clock,
+            opened,
+            rx,
+            tx.downgrade(),
+        )?;
+        Ok((Journal { tx, device_id }, report))
+    }
+
+    /// The device this journal belongs to.
+    pub fn device_id(&self) -> &DeviceId {
+        &self.device_id
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, JournalError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| JournalError::Closed)?;
+        rx.await.map_err(|_| JournalError::Closed)
+    }
+
+    fn ask_blocking<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, JournalError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .blocking_send(make(reply))
+            .map_err(|_| JournalError::Closed)?;
+        rx.blocking_recv().map_err(|_| JournalError::Closed)
+    }
+
+    /// Appends an event; returns its sequence number once the record is durable on disk.
+    pub async fn append(&self, event: Event) -> Result<u64, JournalError> {
+        self.ask(|r| Command::Append(event, r)).await?
+    }
+
+    /// [`Journal::append`] for threads outside the async runtime.
+    pub fn append_blocking(&self, event: Event) -> Result<u64, JournalError> {
+        self.ask_blocking(|r| Command::Append(event, r))?
+    }
+
+    /// Marks records up to `seq` as shipped and acknowledged by the collector; they become the
+    /// first to be pruned.
+    pub async fn ack(&self, seq: u64) -> Result<(), JournalError> {
+        self.ask(|r| Command::Ack(seq, r)).await?
+    }
+
+    /// Writes a checkpoint now (increments the TPM counter).
+    pub async fn checkpoint(&self) -> Result<Checkpoint, JournalError> {
+        self.ask(Command::Checkpoint).await?
+    }
+
+    /// Current state.
+    pub async fn status(&self) -> Result<JournalStatus, JournalError> {
+        self.ask(Command::Status).await
+    }
+
+    /// [`Journal::status`] for threads outside the async runtime.
+    pub fn status_blocking(&self) -> Result<JournalStatus, JournalError> {
+        self.ask_blocking(Command::Status)
+    }
+
+    /// Up to `max_count` records (and about `max_bytes`) from `from` on, in order.
+    pub async fn read(
+        &self,
+        from: u64,
+        max_count: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Record>, JournalError> {
+        self.ask(|reply| Command::Read {
+            from,
+            max_count,
+            max_bytes,
+            reply,
+        })
+        .await?
+    }
+
+    /// The encoded journal-key certificates of the records still stored.
+    pub async fn certs(&self) -> Result<Vec<Vec<u8>>, JournalError> {
+        self.ask(Command::Certs).await?
+    }
+
+    /// Writes a final checkpoint, makes everything durable and stops the writer.
+    pub async fn shutdown(&self) -> Result<(), JournalError> {
+        self.ask(Command::Shutdown).await?
+    }
+
+    /// [`Journal::shutdown`] for threads outside the async runtime.
+    pub fn shutdown_blocking(&self) -> Result<(), JournalError> {
+        self.ask_blocking(Command::Shutdown)?
+    }
+}

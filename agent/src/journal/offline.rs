@@ -1,0 +1,115 @@
+//! Verifying a journal offline — on the terminal or on a copy taken from one. The directory is
+//! copied to a scratch place first, so that verifying never modifies the evidence.
+
+use std::path::Path;
+
+use posguard_proto::keys::DikPublicKey;
+use posguard_proto::text::DeviceId;
+
+use super::JournalError;
+use super::scan;
+use super::store::{META_DEVICE_ID, META_DIK, Store};
+
+/// The result of verifying a journal directory.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OfflineReport {
+    /// The device the journal belongs to.
+    pub device_id: String,
+    /// Records that verified.
+    pub records: u64,
+    /// First record stored.
+    pub first_seq: Option<u64>,
+    /// Last verified record.
+    pub head_seq: u64,
+    /// Last checkpoint: seq and TPM counter.
+    pub last_checkpoint: Option<(u64, u64)>,
+    /// The first bad record and what is wrong with it.
+    pub first_bad: Option<(u64, String)>,
+    /// Whether the identity key came from the journal itself rather than from the caller.
+    pub dik_from_journal: bool,
+}
+
+/// Verifies the journal in `dir`. With `dik_spki`, signatures are checked against that device
+/// identity key; without it, against the key the journal stored when it was created.
+pub fn verify_dir(dir: &Path, dik_spki: Option<&[u8]>) -> Result<OfflineReport, JournalError> {
+    if !dir.join("db").exists() {
+        return Err(JournalError::Corrupt {
+            what: format!(
+                "{} is not a journal directory (no sled database)",
+                dir.display()
+            ),
+        });
+    }
+    let scratch = tempdir_for(dir)?;
+    copy_dir(dir, &scratch.0).map_err(|e| JournalError::io("copy", dir, e))?;
+    let store = Store::open(&scratch.0, 4 * 1024 * 1024)?;
+    let device = store
+        .get(META_DEVICE_ID)?
+        .ok_or_else(|| JournalError::Corrupt {
+            what: "no device id stored".to_owned(),
+        })?;
+    let device_id = DeviceId::new(String::from_utf8_lossy(&device).into_owned()).map_err(|e| {
+        JournalError::Corrupt {
+            what: format!("device id: {e}"),
+        }
+    })?;
+    let stored_dik = store.get(META_DIK)?;
+    let dik_bytes = match (dik_spki, &stored_dik) {
+        (Some(k), _) => k.to_vec(),
+        (None, Some(k)) => k.to_vec(),
+        (None, None) => {
+            return Err(JournalError::Corrupt {
+                what: "no identity key stored; pass one".to_owned(),
+            });
+        }
+    };
+    let dik = DikPublicKey::from_der_or_point(&dik_bytes).map_err(|e| JournalError::Corrupt {
+        what: format!("identity key: {e}"),
+    })?;
+    let scan = scan::scan(&store, &dik, &device_id)?;
+    Ok(OfflineReport {
+        device_id: device_id.to_string(),
+        records: scan.count,
+        first_seq: scan.first_seq,
+        head_seq: scan.head.seq,
+        last_checkpoint: scan
+            .last_checkpoint
+            .as_ref()
+            .map(|c| (c.fields().seq, c.fields().nv_counter)),
+        first_bad: scan.problem,
+        dik_from_journal: dik_spki.is_none(),
+    })
+}
+
+struct Scratch(std::path::PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempdir_for(dir: &Path) -> Result<Scratch, JournalError> {
+    let base = std::env::temp_dir().join(format!(
+        "posguard-verify-{}-{}",
+        std::process::id(),
+        crate::clock::Clock::mono_ns()
+    ));
+    std::fs::create_dir_all(&base).map_err(|e| JournalError::io("create", &base, e))?;
+    let _ = dir;
+    Ok(Scratch(base))
+}
+
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}
