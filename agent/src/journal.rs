@@ -8,12 +8,14 @@
 //!   channel and commits them in groups (many appends, one fsync).
 //! - `sign`: the per-start journal key and its certificate from the device identity key,
 //!   and checkpoints signed by the device identity key with the TPM counter.
+//! - `compact`: replacing the sled database by a compact copy when it nears its bound.
 //! - `prune`: keeping the journal within its bound, shipped records first, never a silent gap.
 //! - `scan`: reading a journal end to end and verifying it (used at start and offline).
 //! - `offline`: reading and verifying a journal directory offline (`posguardctl verify-journal`).
 //!
 //! [`Journal`] is the handle the rest of the agent holds; it is cheap to clone.
 
+mod compact;
 mod offline;
 mod prune;
 mod scan;

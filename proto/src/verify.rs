@@ -22,6 +22,7 @@ use crate::text::DeviceId;
 
 /// A verification failure: the first bad sequence number, where one applies, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct VerifyError {
     /// The first bad record's sequence number (or the checkpoint's). `None` when there is none
     /// to name: an undecodable record, a certificate.

@@ -13,7 +13,7 @@ use super::writer::Writer;
 
 /// Share of `max_bytes` that live record bytes may use: sled's log needs the rest
 /// (segments being rewritten, the page table, the snapshot).
-const LIVE_SHARE_PERCENT: u64 = 15;
+const LIVE_SHARE_PERCENT: u64 = 25;
 
 struct Victim {
     seq: u64,

@@ -49,6 +49,7 @@ impl Store {
     /// Opens (creating) the database at `dir`, sized for a small terminal: a page cache of
     /// `cache_bytes` and no background flusher (we flush at every group commit).
     pub(crate) fn open(dir: &Path, cache_bytes: u64) -> Result<Self, JournalError> {
+        super::compact::finish_interrupted(dir)?;
         std::fs::create_dir_all(dir).map_err(|e| JournalError::io("create", dir, e))?;
         let config = sled::Config::new()
             .path(dir)
@@ -99,6 +100,25 @@ impl Store {
             .and_then(|d| d.sync_all())
             .map_err(|e| JournalError::io("sync", dir, e))?;
         Ok(store)
+    }
+
+    /// A throwaway in-memory-backed database, standing in while the real one is swapped.
+    pub(crate) fn temporary() -> Result<Self, JournalError> {
+        let db = sled::Config::new()
+            .temporary(true)
+            .open()
+            .map_err(sled_err("open temporary database"))?;
+        let tree = |name: &'static str| db.open_tree(name).map_err(sled_err("open tree"));
+        Ok(Store {
+            dir: PathBuf::new(),
+            records: tree("records")?,
+            certs: tree("certs")?,
+            checkpoints: tree("checkpoints")?,
+            meta: tree("meta")?,
+            data_file: File::open("/dev/null")
+                .map_err(|e| JournalError::io("open", "/dev/null", e))?,
+            db,
+        })
     }
 
     /// Everything written so far survives a power loss once this returns.

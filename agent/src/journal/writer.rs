@@ -38,9 +38,15 @@ pub(super) struct Writer {
     checkpoint_at: Instant,
     finding: Option<Finding>,
     moved_to: Option<String>,
+    commits_since_size_check: u32,
     /// Set when a commit failed: the chain state on disk is uncertain, so stop accepting.
     failed: bool,
 }
+
+/// Group commits between two looks at the directory's size.
+const SIZE_CHECK_EVERY: u32 = 16;
+/// Compact once the directory reaches this share of the bound.
+const COMPACT_AT_PERCENT: u64 = 75;
 
 type Pending = Vec<(oneshot::Sender<Result<u64, JournalError>>, u64)>;
 
@@ -71,6 +77,7 @@ pub(super) fn spawn(
         checkpoint_at: Instant::now(),
         finding: opened.finding,
         moved_to: opened.moved_to.map(|p| p.display().to_string()),
+        commits_since_size_check: 0,
         failed: false,
     };
     w.start()?;
@@ -238,6 +245,26 @@ impl Writer {
         }
         if let Err(e) = self.prune() {
             tracing::error!(error = %e, "journal prune failed");
+        }
+        self.commits_since_size_check = self.commits_since_size_check.saturating_add(1);
+        if self.commits_since_size_check >= SIZE_CHECK_EVERY {
+            self.commits_since_size_check = 0;
+            let size = super::store::dir_size(&self.store.dir);
+            if size > self.config.max_bytes / 100 * COMPACT_AT_PERCENT {
+                let started = Instant::now();
+                match super::compact::compact(&mut self.store, self.config.cache_bytes) {
+                    Ok(()) => tracing::info!(
+                        before = size,
+                        after = super::store::dir_size(&self.store.dir),
+                        ms = started.elapsed().as_millis() as u64,
+                        "journal compacted"
+                    ),
+                    Err(e) => {
+                        tracing::error!(error = %e, "journal compaction failed; the journal stops accepting events");
+                        self.failed = true;
+                    }
+                }
+            }
         }
         let due = self.since_checkpoint >= self.config.checkpoint_every
             || (self.since_checkpoint > 0
