@@ -1,17 +1,62 @@
 //! The agent's configuration file (`/etc/posguard/agent.toml`). Parsed into typed values once,
-//! at start; every error names the key and the problem.
+//! at start; every error names the key and the problem (see docs/configuration.md).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use posguard_hal::SecureElementConfig;
+use posguard_proto::text::DeviceId;
 use serde::Deserialize;
+
+use crate::journal::JournalConfig;
+
+/// `[device]`: who this terminal is.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceConfig {
+    /// The device id (also in its certificate as `urn:posguard:device:<id>`).
+    pub id: String,
+}
+
+/// `[api]`: the local API socket.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Socket path (under the runtime directory).
+    pub socket: PathBuf,
+    /// Permission bits of the socket (group access for the POS application's group).
+    pub socket_mode: u32,
+    /// Peer uids allowed to use the API (checked with SO_PEERCRED).
+    pub allowed_uids: Vec<u32>,
+    /// Connections served at once; more are answered `busy` and closed.
+    pub max_connections: usize,
+    /// A connection idle (or stalled mid-line) this long is closed.
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            socket: PathBuf::from("/run/posguard/agent.sock"),
+            socket_mode: 0o660,
+            allowed_uids: vec![0],
+            max_connections: 64,
+            idle_timeout_secs: 30,
+        }
+    }
+}
 
 /// The whole agent configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AgentConfig {
+    /// `[device]`.
+    pub device: DeviceConfig,
     /// `[secure_element]`: which TPM (or development key directory) holds the keys.
     pub secure_element: SecureElementConfig,
+    /// `[journal]`: the audit journal.
+    pub journal: JournalConfig,
+    /// `[api]`: the local API.
+    pub api: ApiConfig,
 }
 
 /// A configuration that cannot be used, with the key and the problem.
@@ -51,14 +96,39 @@ impl AgentConfig {
             path: path.to_owned(),
             message: e.to_string().trim_end().to_owned(),
         })?;
-        config
-            .secure_element
-            .validate()
-            .map_err(|message| ConfigError::Invalid {
-                path: path.to_owned(),
-                message,
-            })?;
+        config.validate().map_err(|message| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        })?;
         Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.device.id.is_empty() {
+            return Err("device.id: missing (the provisioning tool writes it)".to_owned());
+        }
+        DeviceId::new(self.device.id.clone()).map_err(|e| format!("device.id: {e}"))?;
+        self.secure_element.validate()?;
+        self.journal.validate()?;
+        if self.api.max_connections == 0 {
+            return Err("api.max_connections: must be at least 1".to_owned());
+        }
+        if self.api.idle_timeout_secs == 0 {
+            return Err("api.idle_timeout_secs: must be at least 1".to_owned());
+        }
+        if self.api.socket_mode & 0o007 != 0 {
+            return Err(format!(
+                "api.socket_mode: {:o} lets any local user connect; use 0660 or stricter",
+                self.api.socket_mode
+            ));
+        }
+        Ok(())
+    }
+
+    /// The validated device id.
+    pub fn device_id(&self) -> DeviceId {
+        // Invariant: validate() accepted this id, so it parses.
+        DeviceId::new(self.device.id.clone()).unwrap_or_else(|_| unreachable_device())
     }
 
     /// Reads, parses and validates the file at `path`.
@@ -72,29 +142,52 @@ impl AgentConfig {
     }
 }
 
+#[allow(clippy::expect_used)]
+fn unreachable_device() -> DeviceId {
+    DeviceId::new("invalid").expect("literal device id")
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
     #[test]
-    fn empty_file_means_defaults() {
-        let c = AgentConfig::parse("", "agent.toml").unwrap();
+    fn minimal_file_means_defaults() {
+        let c = AgentConfig::parse("[device]\nid = \"term-1\"\n", "agent.toml").unwrap();
         assert_eq!(c.secure_element.tcti, "device:/dev/tpmrm0");
+        assert_eq!(c.api.max_connections, 64);
+        assert_eq!(c.journal.max_bytes, 64 * 1024 * 1024);
     }
 
     #[test]
-    fn unknown_and_mistyped_keys_are_named() {
-        let err = AgentConfig::parse("[secure_element]\ntcit = \"x\"\n", "a.toml").unwrap_err();
-        assert!(err.to_string().contains("tcit"), "{err}");
-        let err = AgentConfig::parse("[secure_element]\nidentity_handle = \"x\"\n", "a.toml")
+    fn unknown_missing_and_mistyped_keys_are_named() {
+        let dev = "[device]\nid = \"t\"\n";
+        let err = AgentConfig::parse("", "a.toml").unwrap_err();
+        assert!(err.to_string().contains("device.id"), "{err}");
+        let err = AgentConfig::parse(&format!("{dev}[secure_element]\ntcit = \"x\"\n"), "a.toml")
             .unwrap_err();
+        assert!(err.to_string().contains("tcit"), "{err}");
+        let err = AgentConfig::parse(
+            &format!("{dev}[secure_element]\nidentity_handle = \"x\"\n"),
+            "a.toml",
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("identity_handle"), "{err}");
-        let err =
-            AgentConfig::parse("[secure_element]\nidentity_handle = 5\n", "a.toml").unwrap_err();
+        let err = AgentConfig::parse(
+            &format!("{dev}[secure_element]\nidentity_handle = 5\n"),
+            "a.toml",
+        )
+        .unwrap_err();
         assert!(
             err.to_string().contains("secure_element.identity_handle"),
             "{err}"
         );
+        let err = AgentConfig::parse(&format!("{dev}[api]\nsocket_mode = 0o666\n"), "a.toml")
+            .unwrap_err();
+        assert!(err.to_string().contains("api.socket_mode"), "{err}");
+        let err =
+            AgentConfig::parse(&format!("{dev}[journal]\nmax_bytes = 10\n"), "a.toml").unwrap_err();
+        assert!(err.to_string().contains("journal.max_bytes"), "{err}");
     }
 }

@@ -2,13 +2,17 @@
 //! (`posguardctl`). The binaries under `src/bin/` only parse arguments; the work lives here.
 //!
 //! Modules:
+//! - [`daemon`]: the daemon's life: open, serve, stop.
+//! - [`api`]: the local API (Unix socket, newline-delimited JSON) and its client.
 //! - [`clock`]: wall time, the boot clock and the boot id for event stamps.
 //! - [`journal`]: the signed, hash-chained audit journal in sled.
 //! - [`config`]: the agent's TOML configuration, validated with errors that name the key.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod clock;
 pub mod config;
+pub mod daemon;
 pub mod journal;
 
 /// Exit code for bad usage or configuration (sysexits EX_USAGE); systemd does not restart on it.

@@ -12,6 +12,7 @@
 //! - [`chain`]: domain tags, genesis hash, record hash and [`chain::ChainHead`].
 //! - [`keys`]: the device identity key ([`keys::DikPublicKey`], ECDSA P-256) and Ed25519
 //!   journal-key verification.
+//! - [`local_api`]: the local API's newline-delimited JSON envelope and error codes.
 //! - [`record`]: [`record::Record`], built by the journal and decoded from stored bytes.
 //! - [`cert`]: [`cert::JournalKeyCert`], the DIK's certificate for a journal key.
 //! - [`checkpoint`]: [`checkpoint::Checkpoint`], the DIK's signature over the head and the TPM
@@ -38,6 +39,7 @@ pub mod checkpoint;
 pub mod codec;
 pub mod event;
 pub mod keys;
+pub mod local_api;
 pub mod record;
 pub mod text;
 pub mod verify;

@@ -54,7 +54,11 @@ fn bad_usage_exits_64() {
 fn check_config_names_the_bad_key_and_exits_64() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("agent.toml");
-    std::fs::write(&path, "[secure_element]\nidentity_handle = 0x01000000\n").unwrap();
+    std::fs::write(
+        &path,
+        "[device]\nid = \"t-1\"\n[secure_element]\nidentity_handle = 0x01000000\n",
+    )
+    .unwrap();
     let out = command("posguard-agent")
         .args(["check-config", "--config"])
         .arg(&path)
@@ -67,7 +71,11 @@ fn check_config_names_the_bad_key_and_exits_64() {
         text(&out)
     );
 
-    std::fs::write(&path, "[secure_element]\nbackend = \"tpm\"\n").unwrap();
+    std::fs::write(
+        &path,
+        "[device]\nid = \"t-1\"\n[secure_element]\nbackend = \"tpm\"\n",
+    )
+    .unwrap();
     let out = command("posguard-agent")
         .args(["check-config", "--config"])
         .arg(&path)

@@ -21,6 +21,16 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Show the agent's status: identity, secure element, journal, any tamper condition.
+    Status,
+    /// Call any local API method with JSON parameters and print the result (for scripts).
+    Call {
+        /// Method name, e.g. `audit.record`.
+        method: String,
+        /// Parameters as a JSON object.
+        #[arg(default_value = "{}")]
+        params: String,
+    },
     /// Verify an audit journal offline (on the terminal, or a copy taken from one): hash chain,
     /// signatures, declared gaps, last checkpoint. Names the first bad record; exits 1 if any.
     VerifyJournal {
@@ -36,6 +46,43 @@ enum Command {
     },
 }
 
+fn call(socket: &std::path::Path, method: &str, params: &str) -> ExitCode {
+    let params: serde_json::Value = match serde_json::from_str(params) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("posguardctl: parameters are not JSON: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("posguardctl: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let mut client = posguard_agent::api::client::Client::connect(socket).await?;
+        client.call(method, params).await
+    });
+    match result {
+        Ok(value) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&value).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("posguardctl: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -46,6 +93,8 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Command::Status => call(&cli.socket, "status", "{}"),
+        Command::Call { method, params } => call(&cli.socket, &method, &params),
         Command::VerifyJournal {
             path,
             identity_key,

@@ -1,0 +1,53 @@
+//! The local API: a Unix socket in the runtime directory speaking newline-delimited JSON
+//! (`posguard_proto::local_api`).
+//!
+//! - `listener`: binding the socket (stale socket removed, group-restricted mode) and the
+//!   accept loop with its connection cap.
+//! - `conn`: one connection: peer credentials checked against the allow-list, bounded lines,
+//!   idle timeout, one response per request.
+//! - `methods`: what each method does.
+//! - [`client`]: a small Rust client, used by `posguardctl`.
+
+pub mod client;
+mod conn;
+mod listener;
+mod methods;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use posguard_hal::BackendInfo;
+use posguard_proto::event::PeerCred;
+use posguard_proto::text::DeviceId;
+
+use crate::clock::Clock;
+use crate::config::ApiConfig;
+use crate::journal::Journal;
+pub use listener::{bind, serve};
+
+/// What request handlers share.
+#[derive(Debug)]
+pub struct AgentContext {
+    /// This terminal.
+    pub device_id: DeviceId,
+    /// The audit journal.
+    pub journal: Journal,
+    /// Where the keys live.
+    pub backend: BackendInfo,
+    /// Event stamps.
+    pub clock: Clock,
+    /// When the agent started.
+    pub started: Instant,
+    /// API limits.
+    pub api: ApiConfig,
+}
+
+/// Who is on the other end of a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    /// Credentials from SO_PEERCRED.
+    pub cred: PeerCred,
+}
+
+/// Shared context handle.
+pub type Ctx = Arc<AgentContext>;

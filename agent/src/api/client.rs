@@ -1,0 +1,88 @@
+//! A small client for the local API, used by `posguardctl` and the tests.
+
+use std::path::Path;
+use std::time::Duration;
+
+use posguard_proto::local_api::{ApiError, Response};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+
+/// What can go wrong calling the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The socket could not be reached.
+    #[error("cannot reach the agent at {path}: {source}")]
+    Connect {
+        /// The socket path.
+        path: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The connection broke.
+    #[error("connection to the agent failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// The agent answered with something that is not a response.
+    #[error("the agent sent an unreadable response: {0}")]
+    Protocol(String),
+    /// The agent refused the request.
+    #[error("{}: {}", serde_json::to_value(.0.code).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(), .0.message)]
+    Refused(ApiError),
+}
+
+/// One connection to the agent.
+#[derive(Debug)]
+pub struct Client {
+    reader: BufReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+    next_id: u64,
+    timeout: Duration,
+}
+
+impl Client {
+    /// Connects to the socket at `path`.
+    pub async fn connect(path: &Path) -> Result<Self, ClientError> {
+        let stream = UnixStream::connect(path)
+            .await
+            .map_err(|source| ClientError::Connect {
+                path: path.display().to_string(),
+                source,
+            })?;
+        let (read, writer) = stream.into_split();
+        Ok(Client {
+            reader: BufReader::new(read),
+            writer,
+            next_id: 1,
+            timeout: Duration::from_secs(30),
+        })
+    }
+
+    /// Calls `method` with `params`; the result on success.
+    pub async fn call(&mut self, method: &str, params: Value) -> Result<Value, ClientError> {
+        let id = self.next_id;
+        self.next_id = self.next_id.saturating_add(1);
+        let mut line =
+            serde_json::to_vec(&json!({"v": 1, "id": id, "method": method, "params": params}))
+                .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        line.push(b'\n');
+        self.writer.write_all(&line).await?;
+        let mut answer = String::new();
+        let n = tokio::time::timeout(self.timeout, self.reader.read_line(&mut answer))
+            .await
+            .map_err(|_| ClientError::Protocol("no answer within 30 s".to_owned()))??;
+        if n == 0 {
+            return Err(ClientError::Protocol(
+                "the agent closed the connection".to_owned(),
+            ));
+        }
+        let response: Response =
+            serde_json::from_str(&answer).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        match (response.ok, response.result, response.error) {
+            (true, Some(result), _) => Ok(result),
+            (false, _, Some(error)) => Err(ClientError::Refused(error)),
+            _ => Err(ClientError::Protocol("neither result nor error".to_owned())),
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! The methods of the local API. Each takes typed parameters (a wrong shape is `bad_params`)
+//! and answers with a JSON result or a typed error; every security decision is journaled with
+//! the peer's uid and pid.
+
+use posguard_proto::event::{
+    Actor, Event, EventKind, MinorUnits, Money, PeerCred, PosAction, PosEvent,
+};
+use posguard_proto::local_api::{ApiError, ErrorCode, Request, Response};
+use posguard_proto::text::{Currency, SafeText, ShortCode, TextError};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::{Ctx, Peer};
+
+type MethodResult = Result<Value, ApiError>;
+
+fn params<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
+    let value = if value.is_null() { json!({}) } else { value };
+    serde_json::from_value(value).map_err(|e| ApiError::new(ErrorCode::BadParams, e.to_string()))
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    tracing::error!(error = %e, "local API request failed inside the agent");
+    ApiError::new(ErrorCode::Internal, "internal error; see the agent's log")
+}
+
+/// Runs one request.
+pub(super) async fn dispatch(ctx: &Ctx, peer: &Peer, request: Request) -> Response {
+    let id = Some(request.id.clone());
+    let result = match request.method.as_str() {
+        "status" => status(ctx).await,
+        "audit.record" => audit_record(ctx, peer, request.params).await,
+        other => Err(ApiError::new(
+            ErrorCode::UnknownMethod,
+            format!("no method {other:?}"),
+        )),
+    };
+    match result {
+        Ok(value) => Response::ok(id, value),
+        Err(error) => Response::err(id, error),
+    }
+}
+
+async fn status(ctx: &Ctx) -> MethodResult {
+    let journal = ctx.journal.status().await.map_err(internal)?;
+    let condition = match &journal.finding {
+        None => "ok".to_owned(),
+        Some(f) => format!("tamper recovered: {f}"),
+    };
+    Ok(json!({
+        "device_id": ctx.device_id.as_str(),
+        "agent_version": env!("CARGO_PKG_VERSION"),
+        "secure_element": {
+            "backend": format!("{:?}", ctx.backend.kind).to_lowercase(),
+            "location": ctx.backend.location,
+            "description": ctx.backend.description,
+        },
+        "uptime_secs": ctx.started.elapsed().as_secs(),
+        "condition": condition,
+        "journal": journal,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditRecordParams {
+    /// `refund`, `drawer_open`, `price_override`, `void`, `no_sale`, or another short code.
+    action: String,
+    amount_minor: Option<u64>,
+    currency: Option<String>,
+    reference: Option<String>,
+}
+
+fn text_error(field: &str, e: TextError) -> ApiError {
+    match e {
+        TextError::DigitRun => ApiError::new(
+            ErrorCode::CardData,
+            format!("{field} holds a long run of digits; card numbers are never recorded"),
+        ),
+        other => ApiError::new(ErrorCode::BadParams, format!("{field}: {other}")),
+    }
+}
+
+fn pos_event(p: AuditRecordParams) -> Result<PosEvent, ApiError> {
+    let action = match p.action.as_str() {
+        "refund" => PosAction::Refund,
+        "drawer_open" => PosAction::DrawerOpen,
+        "price_override" => PosAction::PriceOverride,
+        "void" => PosAction::Void,
+        "no_sale" => PosAction::NoSale,
+        other => PosAction::Other(ShortCode::new(other).map_err(|e| text_error("action", e))?),
+    };
+    let amount = match (p.amount_minor, p.currency) {
+        (None, None) => None,
+        (Some(minor), Some(currency)) => Some(Money {
+            minor: MinorUnits::new(minor)
+                .map_err(|e| ApiError::new(ErrorCode::BadParams, format!("amount_minor: {e}")))?,
+            currency: Currency::new(currency).map_err(|e| text_error("currency", e))?,
+        }),
+        _ => {
+            return Err(ApiError::new(
+                ErrorCode::BadParams,
+                "amount_minor and currency go together",
+            ));
+        }
+    };
+    let reference = p
+        .reference
+        .map(|r| SafeText::new(r).map_err(|e| text_error("reference", e)))
+        .transpose()?;
+    Ok(PosEvent {
+        action,
+        amount,
+        reference,
+    })
+}
+
+async fn audit_record(ctx: &Ctx, peer: &Peer, raw: Value) -> MethodResult {
+    let event = pos_event(params(raw)?)?;
+    let event = Event::new(
+        ctx.clock.stamp(),
+        Actor::System,
+        Some(peer_cred(peer)),
+        EventKind::Pos(event),
+    );
+    let seq = ctx.journal.append(event).await.map_err(internal)?;
+    Ok(json!({ "seq": seq }))
+}
+
+fn peer_cred(peer: &Peer) -> PeerCred {
+    peer.cred
+}

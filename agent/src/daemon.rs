@@ -1,0 +1,124 @@
+//! The agent daemon: opens the secure element and the journal, serves the local API, and on
+//! SIGTERM/SIGINT stops serving, journals its stop and closes the journal with a checkpoint.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use posguard_hal::{Backend, KeyMode};
+use posguard_proto::event::{Actor, Event, EventKind, KeyBackend, StopReason};
+use posguard_proto::text::ShortCode;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, AgentContext};
+use crate::clock::Clock;
+use crate::config::AgentConfig;
+use crate::journal::Journal;
+
+/// Runs the agent until `shutdown` completes. `ready` is called once the identity, the journal
+/// and the socket are up (systemd's READY=1).
+pub async fn run(
+    config: AgentConfig,
+    shutdown: impl Future<Output = ()>,
+    ready: impl FnOnce(),
+) -> anyhow::Result<()> {
+    let clock = Clock::system();
+    let device_id = config.device_id();
+    let se_config = config.secure_element.clone();
+    let element = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let element = posguard_hal::open(&se_config)?;
+        element
+            .ensure_identity_key(KeyMode::OpenExisting)
+            .context("device identity key")?;
+        Ok(element)
+    })
+    .await??;
+    let backend = element.info();
+
+    let journal_config = config.journal.clone();
+    let (journal, report) = {
+        let (element, device_id) = (element.clone(), device_id.clone());
+        tokio::task::spawn_blocking(move || {
+            Journal::open(&journal_config, device_id, element, clock)
+        })
+        .await?
+        .context("opening the audit journal")?
+    };
+    if let Some(finding) = &report.finding {
+        tracing::error!(%finding, moved_to = ?report.moved_to, "the journal was tampered with or rolled back; running on a fresh store");
+    }
+    let version =
+        ShortCode::new(env!("CARGO_PKG_VERSION")).context("agent version as a short code")?;
+    let key_backend = match backend.kind {
+        Backend::Tpm => KeyBackend::Tpm,
+        _ => KeyBackend::Software,
+    };
+    journal
+        .append(Event::new(
+            clock.stamp(),
+            Actor::System,
+            None,
+            EventKind::AgentStarted {
+                version,
+                backend: key_backend,
+            },
+        ))
+        .await?;
+
+    let listener = api::bind(&config.api.socket, config.api.socket_mode).with_context(|| {
+        format!(
+            "binding the local API socket {}",
+            config.api.socket.display()
+        )
+    })?;
+    let ctx = Arc::new(AgentContext {
+        device_id,
+        journal: journal.clone(),
+        backend,
+        clock,
+        started: Instant::now(),
+        api: config.api.clone(),
+    });
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(api::serve(listener, ctx, stop.clone()));
+    tracing::info!(socket = %config.api.socket.display(), head = report.head_seq, "posguard agent ready");
+    ready();
+
+    shutdown.await;
+    tracing::info!("stopping");
+    stop.cancel();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), server).await;
+    let _ = std::fs::remove_file(&config.api.socket);
+    journal
+        .append(Event::new(
+            clock.stamp(),
+            Actor::System,
+            None,
+            EventKind::AgentStopped {
+                reason: StopReason::Shutdown,
+            },
+        ))
+        .await?;
+    journal.shutdown().await?;
+    Ok(())
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn termination() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! The local API's envelope: newline-delimited JSON over the agent's Unix socket, one request
+//! per line, one response line per request. Any POS application in any language can speak it
+//! (see docs/local-api.md).
+//!
+//! Request:  `{"v":1,"id":7,"method":"status","params":{}}`
+//! Response: `{"v":1,"id":7,"ok":true,"result":{…}}` or
+//!           `{"v":1,"id":7,"ok":false,"error":{"code":"unknown_method","message":"…"}}`
+
+use serde::{Deserialize, Serialize};
+
+/// Longest request line, in bytes, newline included.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// A request id chosen by the client: a number or a short string, echoed in the response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RequestId {
+    /// A number.
+    Number(u64),
+    /// A string (at most 64 bytes).
+    Text(String),
+}
+
+/// One request line.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    /// Protocol version: must be [`crate::version::LOCAL_API_VERSION`].
+    pub v: u32,
+    /// Echoed in the response.
+    pub id: RequestId,
+    /// The method name, e.g. `status`, `login`, `audit.record`.
+    pub method: String,
+    /// Method parameters (an object); absent means `{}`.
+    #[serde(default)]
+    pub params: serde_json::Value,
+}
+
+/// Stable error codes. Detail for people goes in `message`; programs branch on the code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The line is not JSON, or not a request object.
+    BadJson,
+    /// The protocol version is not supported.
+    UnsupportedVersion,
+    /// No such method.
+    UnknownMethod,
+    /// Parameters missing or of the wrong type.
+    BadParams,
+    /// The line is longer than [`MAX_LINE`].
+    LineTooLong,
+    /// This peer (uid) may not use the API.
+    Forbidden,
+    /// The agent is at its connection limit.
+    Busy,
+    /// The session token is missing, unknown or expired.
+    Unauthenticated,
+    /// The session's role may not do this.
+    PermissionDenied,
+    /// Login refused (wrong secret, unknown clerk…): deliberately not more specific.
+    LoginFailed,
+    /// A TOTP code is required to complete this login.
+    MfaRequired,
+    /// Too many failures: try again after `retry_after_secs`.
+    Throttled,
+    /// The clerk is locked out.
+    LockedOut,
+    /// The terminal is in lockdown: only a SuperAdmin may log in.
+    Lockdown,
+    /// The request conflicts with the current state (e.g. the same person approving).
+    Conflict,
+    /// A payload was refused because it holds card data.
+    CardData,
+    /// A store is full.
+    Full,
+    /// Not found.
+    NotFound,
+    /// Something failed inside the agent (details are in its log).
+    Internal,
+}
+
+/// The error part of a failed response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    /// Stable code.
+    pub code: ErrorCode,
+    /// A human-readable sentence; never contains secrets.
+    pub message: String,
+    /// For `throttled` and `locked_out`: seconds until a retry can succeed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_secs: Option<u64>,
+}
+
+impl ApiError {
+    /// An error with a code and message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            message: message.into(),
+            retry_after_secs: None,
+        }
+    }
+}
+
+/// One response line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    /// Protocol version.
+    pub v: u32,
+    /// The request's id; `null` when the request could not be read far enough to know it.
+    pub id: Option<RequestId>,
+    /// Whether the request succeeded.
+    pub ok: bool,
+    /// The result, when `ok`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    /// The error, when not `ok`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ApiError>,
+}
+
+impl Response {
+    /// A success.
+    pub fn ok(id: Option<RequestId>, result: serde_json::Value) -> Self {
+        Response {
+            v: crate::version::LOCAL_API_VERSION,
+            id,
+            ok: true,
+            result: Some(result),
+            error: None,
+        }
+    }
+
+    /// A failure.
+    pub fn err(id: Option<RequestId>, error: ApiError) -> Self {
+        Response {
+            v: crate::version::LOCAL_API_VERSION,
+            id,
+            ok: false,
+            result: None,
+            error: Some(error),
+        }
+    }
+}
+
+/// Parses one request line (without its newline). The error response carries the id when the
+/// line got far enough to have one.
+pub fn parse_request(line: &[u8]) -> Result<Request, Response> {
+    let value: serde_json::Value = serde_json::from_slice(line).map_err(|e| {
+        Response::err(
+            None,
+            ApiError::new(ErrorCode::BadJson, format!("not JSON: {e}")),
+        )
+    })?;
+    let id = value
+        .get("id")
+        .and_then(|v| serde_json::from_value::<RequestId>(v.clone()).ok());
+    let request: Request = serde_json::from_value(value).map_err(|e| {
+        Response::err(
+            id.clone(),
+            ApiError::new(ErrorCode::BadJson, format!("not a request object: {e}")),
+        )
+    })?;
+    if let RequestId::Text(t) = &request.id {
+        if t.len() > 64 {
+            return Err(Response::err(
+                None,
+                ApiError::new(ErrorCode::BadJson, "id longer than 64 bytes"),
+            ));
+        }
+    }
+    if request.v != crate::version::LOCAL_API_VERSION {
+        return Err(Response::err(
+            Some(request.id),
+            ApiError::new(
+                ErrorCode::UnsupportedVersion,
+                format!(
+                    "protocol version {} is not supported (this agent speaks {})",
+                    request.v,
+                    crate::version::LOCAL_API_VERSION
+                ),
+            ),
+        ));
+    }
+    Ok(request)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_request_and_echoes_ids_in_errors() {
+        let r = parse_request(br#"{"v":1,"id":7,"method":"status"}"#).unwrap();
+        assert_eq!(r.id, RequestId::Number(7));
+        assert!(r.params.is_null());
+        let e = parse_request(br#"{"v":2,"id":"a","method":"status"}"#).unwrap_err();
+        assert_eq!(e.id, Some(RequestId::Text("a".into())));
+        assert_eq!(e.error.unwrap().code, ErrorCode::UnsupportedVersion);
+        let e = parse_request(b"{nope").unwrap_err();
+        assert_eq!(e.error.unwrap().code, ErrorCode::BadJson);
+        let e = parse_request(br#"{"v":1,"id":3,"method":5}"#).unwrap_err();
+        assert_eq!(e.id, Some(RequestId::Number(3)));
+        let e = parse_request(br#"{"v":1,"id":3,"method":"x","extra":1}"#).unwrap_err();
+        assert_eq!(e.error.unwrap().code, ErrorCode::BadJson);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_lines_never_panic(line in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = parse_request(&line);
+        }
+    }
+}
