@@ -5,6 +5,7 @@
 //! - [`daemon`]: the daemon's life: open, serve, stop.
 //! - [`api`]: the local API (Unix socket, newline-delimited JSON) and its client.
 //! - [`clock`]: wall time, the boot clock and the boot id for event stamps.
+//! - [`datakey`]: the TPM-sealed data key and AES-256-GCM for secrets at rest.
 //! - [`journal`]: the signed, hash-chained audit journal in sled.
 //! - [`config`]: the agent's TOML configuration, validated with errors that name the key.
 #![forbid(unsafe_code)]
@@ -13,6 +14,7 @@ pub mod api;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod datakey;
 pub mod journal;
 
 /// Exit code for bad usage or configuration (sysexits EX_USAGE); systemd does not restart on it.
