@@ -8,8 +8,8 @@ cd "$(dirname "$0")/.."
 ensure_rust
 ensure_packages "${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
 
-section "building the binaries the end-to-end tests run"
-cargo build --locked --workspace --bins
+section "building the binaries and example drivers the end-to-end and crash tests run"
+cargo build --locked --workspace --bins --examples
 
 section "cargo test --workspace"
 cargo test --locked --workspace --all-targets

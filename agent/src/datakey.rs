@@ -150,7 +150,7 @@ impl DataKey {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use posguard_hal::SecureElementConfig;

@@ -66,7 +66,7 @@ pub fn verify_dir(dir: &Path, dik_spki: Option<&[u8]>) -> Result<OfflineReport, 
     let dik = DikPublicKey::from_der_or_point(&dik_bytes).map_err(|e| JournalError::Corrupt {
         what: format!("identity key: {e}"),
     })?;
-    let scan = scan::scan(&store, &dik, &device_id)?;
+    let scan = scan::scan(&store, &dik, &device_id, scan::Depth::Full)?;
     Ok(OfflineReport {
         device_id: device_id.to_string(),
         records: scan.count,

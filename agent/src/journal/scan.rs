@@ -52,12 +52,24 @@ pub(crate) fn certs(store: &Store) -> Result<Vec<JournalKeyCert>, JournalError> 
     Ok(out)
 }
 
-/// Verifies everything stored. Storage errors are `Err`; anything wrong with the data is a
+/// How much a scan checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Depth {
+    /// Every signature (offline verification).
+    Full,
+    /// At start: every hash link and the checkpoint, but signatures only after the last
+    /// checkpoint — the records before it are authenticated by the checkpoint's signature over
+    /// the head hash their chain leads to. Keeps start-up fast on a full journal.
+    Startup,
+}
+
+/// Verifies what is stored. Storage errors are `Err`; anything wrong with the data is a
 /// `problem` in the result, naming the first bad seq.
 pub(crate) fn scan(
     store: &Store,
     dik: &DikPublicKey,
     device_id: &DeviceId,
+    depth: Depth,
 ) -> Result<Scan, JournalError> {
     let anchor = base(store, device_id)?;
     let mut scan = Scan {
@@ -76,8 +88,19 @@ pub(crate) fn scan(
         }
         Err(e) => return Err(e),
     };
+    // Where signature checks start (Startup): just after the last checkpoint, if it decodes;
+    // whether it verifies is checked after the pass.
+    let signatures_from = match depth {
+        Depth::Full => 0,
+        Depth::Startup => store
+            .get(META_LAST_CHECKPOINT)?
+            .and_then(|b| Checkpoint::from_bytes(&b).ok())
+            .map_or(0, |cp| cp.fields().seq.saturating_add(1)),
+    };
     let mut verifier = match ChainVerifier::new(dik, device_id, &certs, anchor) {
-        Ok(v) => v.with_gap_policy(GapPolicy::AllowDeclared),
+        Ok(v) => v
+            .with_gap_policy(GapPolicy::AllowDeclared)
+            .with_signatures_from(signatures_from),
         Err(e) => {
             scan.problem = Some((e.seq.unwrap_or(anchor.seq.saturating_add(1)), e.to_string()));
             return Ok(scan);

@@ -136,7 +136,7 @@ pub(crate) fn open(
         store.put(META_DEVICE_ID, device_id.as_str().as_bytes())?;
         store.put(META_DIK, &dik.to_spki_der())?;
     }
-    let scan = match scan::scan(&store, &dik, device_id) {
+    let scan = match scan::scan(&store, &dik, device_id, scan::Depth::Startup) {
         Ok(scan) => scan,
         Err(e) => {
             let finding = Finding::Unreadable {

@@ -277,3 +277,30 @@ fn checkpoint_at_head() {
         VerifyReason::CheckpointNotAtHead { head: 5 }
     );
 }
+
+#[test]
+fn signatures_below_the_threshold_are_skipped_and_nothing_else_is() {
+    let f = testkit::fixture(N);
+    let mut run = encoded(&f);
+    let last = run[2].len() - 1;
+    run[2][last] ^= 1; // signature of seq 3
+    let records: Vec<Record> = run.iter().map(|b| Record::from_bytes(b).unwrap()).collect();
+    let device = testkit::device();
+    let anchor = ChainHead::genesis(&device);
+    let skipping = |from| {
+        let mut v = ChainVerifier::new(&f.dik.public(), &device, &f.certs, anchor)
+            .unwrap()
+            .with_signatures_from(from);
+        records.iter().try_for_each(|r| v.push(r).map(|_| ()))
+    };
+    assert_eq!(skipping(4), Ok(()));
+    assert_eq!(skipping(3).unwrap_err().seq, Some(3));
+    // A changed body is still caught below the threshold: the hash is always checked.
+    let mut body_changed = encoded(&f);
+    body_changed[1][20] ^= 1;
+    let mut v = ChainVerifier::new(&f.dik.public(), &device, &f.certs, anchor)
+        .unwrap()
+        .with_signatures_from(u64::MAX);
+    let refused = body_changed.iter().find_map(|b| v.push_bytes(b).err());
+    assert!(refused.is_some());
+}
