@@ -5,9 +5,11 @@
 //!   accept loop with its connection cap.
 //! - `conn`: one connection: peer credentials checked against the allow-list, bounded lines,
 //!   idle timeout, one response per request.
-//! - `methods`: what each method does.
+//! - `methods`: dispatch, `status` and `audit.record`.
+//! - `auth_methods`: logins, sessions and clerk administration.
 //! - [`client`]: a small Rust client, used by `posguardctl`.
 
+mod auth_methods;
 pub mod client;
 mod conn;
 mod listener;
@@ -20,6 +22,7 @@ use posguard_hal::BackendInfo;
 use posguard_proto::event::PeerCred;
 use posguard_proto::text::DeviceId;
 
+use crate::clerks::Clerks;
 use crate::clock::Clock;
 use crate::config::ApiConfig;
 use crate::journal::Journal;
@@ -40,6 +43,8 @@ pub struct AgentContext {
     pub started: Instant,
     /// API limits.
     pub api: ApiConfig,
+    /// Clerk logins and sessions.
+    pub clerks: Arc<Clerks>,
 }
 
 /// Who is on the other end of a connection.

@@ -45,6 +45,23 @@ impl Default for ApiConfig {
     }
 }
 
+/// `[storage]`: where the agent keeps its state.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// State directory: the sealed data key, the clerk database (the journal's own directory is
+    /// `[journal] dir`).
+    pub dir: PathBuf,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            dir: PathBuf::from("/var/lib/posguard"),
+        }
+    }
+}
+
 /// The whole agent configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -57,6 +74,10 @@ pub struct AgentConfig {
     pub journal: JournalConfig,
     /// `[api]`: the local API.
     pub api: ApiConfig,
+    /// `[storage]`: the state directory.
+    pub storage: StorageConfig,
+    /// `[auth]`: clerk authentication (Argon2id, throttling, sessions).
+    pub auth: crate::auth::AuthConfig,
 }
 
 /// A configuration that cannot be used, with the key and the problem.
@@ -110,6 +131,7 @@ impl AgentConfig {
         DeviceId::new(self.device.id.clone()).map_err(|e| format!("device.id: {e}"))?;
         self.secure_element.validate()?;
         self.journal.validate()?;
+        self.auth.validate().map_err(|e| e.to_string())?;
         if self.api.max_connections == 0 {
             return Err("api.max_connections: must be at least 1".to_owned());
         }

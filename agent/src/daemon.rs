@@ -12,8 +12,10 @@ use posguard_proto::text::ShortCode;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AgentContext};
+use crate::clerks::Clerks;
 use crate::clock::Clock;
 use crate::config::AgentConfig;
+use crate::datakey::DataKey;
 use crate::journal::Journal;
 
 /// Runs the agent until `shutdown` completes. `ready` is called once the identity, the journal
@@ -66,6 +68,28 @@ pub async fn run(
         ))
         .await?;
 
+    let state_dir = config.storage.dir.clone();
+    let datakey = {
+        let element = element.clone();
+        let dir = state_dir.clone();
+        tokio::task::spawn_blocking(move || DataKey::load_or_create(element.as_ref(), &dir))
+            .await?
+            .context("unsealing the data key")?
+    };
+    let datakey = Arc::new(datakey);
+    let clerks = {
+        let (dir, auth, dk, j) = (
+            state_dir.clone(),
+            config.auth,
+            datakey.clone(),
+            journal.clone(),
+        );
+        let clerks = tokio::task::spawn_blocking(move || Clerks::open(&dir, auth, dk, j, clock))
+            .await?
+            .context("opening the clerk database")?;
+        Arc::new(clerks)
+    };
+
     let listener = api::bind(&config.api.socket, config.api.socket_mode).with_context(|| {
         format!(
             "binding the local API socket {}",
@@ -79,9 +103,26 @@ pub async fn run(
         clock,
         started: Instant::now(),
         api: config.api.clone(),
+        clerks: clerks.clone(),
     });
     let stop = CancellationToken::new();
     let server = tokio::spawn(api::serve(listener, ctx, stop.clone()));
+    let sweeper = {
+        let (clerks, stop) = (clerks.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(15));
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    _ = tick.tick() => {
+                        if let Err(e) = clerks.sweep().await {
+                            tracing::error!(error = ?e, "session sweep failed");
+                        }
+                    }
+                }
+            }
+        })
+    };
     tracing::info!(socket = %config.api.socket.display(), head = report.head_seq, "posguard agent ready");
     ready();
 
@@ -89,6 +130,7 @@ pub async fn run(
     tracing::info!("stopping");
     stop.cancel();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), server).await;
+    let _ = sweeper.await;
     let _ = std::fs::remove_file(&config.api.socket);
     journal
         .append(Event::new(

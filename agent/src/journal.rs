@@ -36,7 +36,7 @@ use posguard_proto::text::DeviceId;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::Clock;
-pub use offline::{OfflineReport, verify_dir};
+pub use offline::{OfflineReport, read_events, verify_dir};
 pub use startup::Finding;
 pub use store::dir_size;
 

@@ -4,6 +4,8 @@
 //! Modules:
 //! - [`daemon`]: the daemon's life: open, serve, stop.
 //! - [`api`]: the local API (Unix socket, newline-delimited JSON) and its client.
+//! - [`auth`]: clerk authentication policy (pure decisions, no I/O).
+//! - [`clerks`]: clerk logins with their I/O: stored clerks, sessions, audit events.
 //! - [`clock`]: wall time, the boot clock and the boot id for event stamps.
 //! - [`datakey`]: the TPM-sealed data key and AES-256-GCM for secrets at rest.
 //! - [`journal`]: the signed, hash-chained audit journal in sled.
@@ -12,6 +14,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod clerks;
 pub mod clock;
 pub mod config;
 pub mod daemon;

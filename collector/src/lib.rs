@@ -1,6 +1,44 @@
 //! posguard-collector: the central service that receives, verifies, stores, alerts on and
 //! exports the fleet's audit trails, and its operations CLI. The binary only parses arguments.
+//!
+//! Modules:
+//! - [`config`]: `collector.toml`, validated before anything is bound ([`config::Config`]).
+//! - [`tls`]: the TLS 1.3-only, client-certificate-required server config, rebuilt when the CRL
+//!   file changes; [`peer`]: the device id, DIK and expiry taken from a client certificate.
+//! - [`server`]: the HTTPS listener (`POST /v1/journal`), limits, rate limits, maintenance
+//!   mode, graceful shutdown ([`server::run`]).
+//! - [`ingest`]: verification of a batch against the device's stored state and what to store,
+//!   as one store transaction; [`alerts`]: alert kinds and the rules on stored events.
+//! - [`store`]: the [`store::Store`] trait, its SQLite implementation and the thread that owns
+//!   the connection ([`store::StoreHandle`]).
+//! - [`ratelimit`]: per-device token buckets; [`metrics`]: Prometheus text on its own listener.
+//! - [`opskey`]: the operations Ed25519 key that signs commands; [`clock`]: wall time and
+//!   timestamp parsing.
+//! - [`cli`]: the subcommands (`serve`, `query`, `alerts`, `export`, `devices`, `ops-key`,
+//!   `command`, `maintenance`).
 #![forbid(unsafe_code)]
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
+)]
+
+pub mod alerts;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod ingest;
+pub mod metrics;
+pub mod opskey;
+pub mod peer;
+pub mod ratelimit;
+pub mod server;
+pub mod store;
+pub mod tls;
 
 /// Exit code for bad usage or configuration (sysexits EX_USAGE).
 pub const EXIT_USAGE: u8 = 64;

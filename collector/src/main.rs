@@ -1,33 +1,14 @@
-//! `posguard-collector`: the fleet's central collector and its operations CLI.
+//! `posguard-collector`: the fleet's central collector and its operations CLI. All logic lives
+//! in the library ([`posguard_collector::cli`]).
 #![forbid(unsafe_code)]
 
-use std::process::ExitCode;
-
-use clap::Parser;
-use posguard_collector::EXIT_USAGE;
-
-/// Receive, verify, store and alert on the audit trails of a fleet of posguard terminals.
-#[derive(Debug, Parser)]
-#[command(name = "posguard-collector", version, about, long_about = None)]
-struct Cli {
-    /// Configuration file.
-    #[arg(long, short, default_value = "/etc/posguard/collector.toml")]
-    config: std::path::PathBuf,
-}
-
-fn main() -> ExitCode {
-    match Cli::try_parse() {
-        Ok(cli) => {
-            eprintln!(
-                "posguard-collector: no command given (config {}); see --help",
-                cli.config.display()
-            );
-            ExitCode::from(EXIT_USAGE)
-        }
-        Err(e) => {
-            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
-            let _ = e.print();
-            ExitCode::from(code)
-        }
-    }
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    posguard_collector::cli::main()
 }

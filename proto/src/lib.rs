@@ -19,6 +19,9 @@
 //!   counter.
 //! - [`verify`]: [`verify::verify_run`] and the incremental [`verify::ChainVerifier`], failing
 //!   with a [`verify::VerifyError`] that names the first bad record.
+//! - [`uplink`]: the agent → collector batch ([`uplink::UplinkBatch`]), the collector's
+//!   acknowledgement ([`uplink::UplinkAck`]) and operator-signed commands
+//!   ([`uplink::SignedCommand`]).
 //!
 //! The byte layouts are specified in `docs/audit-format.md`.
 #![forbid(unsafe_code)]
@@ -42,6 +45,7 @@ pub mod keys;
 pub mod local_api;
 pub mod record;
 pub mod text;
+pub mod uplink;
 pub mod verify;
 pub mod version;
 

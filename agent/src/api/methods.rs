@@ -11,11 +11,11 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use super::{Ctx, Peer};
+use super::{Ctx, Peer, auth_methods};
 
 type MethodResult = Result<Value, ApiError>;
 
-fn params<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
+pub(super) fn params<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
     let value = if value.is_null() { json!({}) } else { value };
     serde_json::from_value(value).map_err(|e| ApiError::new(ErrorCode::BadParams, e.to_string()))
 }
@@ -31,6 +31,9 @@ pub(super) async fn dispatch(ctx: &Ctx, peer: &Peer, request: Request) -> Respon
     let result = match request.method.as_str() {
         "status" => status(ctx).await,
         "audit.record" => audit_record(ctx, peer, request.params).await,
+        method if auth_methods::handles(method) => {
+            auth_methods::dispatch(ctx, peer, method, request.params).await
+        }
         other => Err(ApiError::new(
             ErrorCode::UnknownMethod,
             format!("no method {other:?}"),
@@ -70,6 +73,8 @@ struct AuditRecordParams {
     amount_minor: Option<u64>,
     currency: Option<String>,
     reference: Option<String>,
+    /// The session of the clerk who did it; the event's actor.
+    token: Option<String>,
 }
 
 fn text_error(field: &str, e: TextError) -> ApiError {
@@ -117,12 +122,16 @@ fn pos_event(p: AuditRecordParams) -> Result<PosEvent, ApiError> {
 }
 
 async fn audit_record(ctx: &Ctx, peer: &Peer, raw: Value) -> MethodResult {
-    let event = pos_event(params(raw)?)?;
+    let p: AuditRecordParams = params(raw)?;
+    let actor = match &p.token {
+        Some(token) => Actor::Clerk(ctx.clerks.authenticate(token, peer_cred(peer)).await?.clerk),
+        None => Actor::System,
+    };
     let event = Event::new(
         ctx.clock.stamp(),
-        Actor::System,
+        actor,
         Some(peer_cred(peer)),
-        EventKind::Pos(event),
+        EventKind::Pos(pos_event(p)?),
     );
     let seq = ctx.journal.append(event).await.map_err(internal)?;
     Ok(json!({ "seq": seq }))

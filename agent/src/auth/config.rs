@@ -299,11 +299,19 @@ pub struct AuthConfig {
     pub throttle: ThrottlePolicy,
     /// `[auth.session]`.
     pub session: SessionPolicy,
+    /// Offset of the shop's local time from UTC, in minutes, for clerks' allowed hours.
+    pub utc_offset_minutes: i32,
 }
 
 impl AuthConfig {
     /// Validates every section; the error names the first bad key.
     pub fn validate(&self) -> Result<(), AuthConfigError> {
+        if !(-720..=840).contains(&self.utc_offset_minutes) {
+            return Err(invalid(
+                "auth.utc_offset_minutes",
+                "must be between -720 and 840",
+            ));
+        }
         self.argon2.validate()?;
         self.secrets.validate()?;
         self.throttle.validate()?;

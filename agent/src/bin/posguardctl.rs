@@ -31,6 +31,11 @@ enum Command {
         #[arg(default_value = "{}")]
         params: String,
     },
+    /// Print the events of a journal offline, one JSON object per line (seq and event).
+    JournalEvents {
+        /// The journal directory.
+        path: PathBuf,
+    },
     /// Verify an audit journal offline (on the terminal, or a copy taken from one): hash chain,
     /// signatures, declared gaps, last checkpoint. Names the first bad record; exits 1 if any.
     VerifyJournal {
@@ -94,6 +99,18 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Status => call(&cli.socket, "status", "{}"),
+        Command::JournalEvents { path } => match posguard_agent::journal::read_events(&path) {
+            Ok(events) => {
+                for (seq, event) in events {
+                    println!("{}", serde_json::json!({ "seq": seq, "event": event }));
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("posguardctl: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Call { method, params } => call(&cli.socket, &method, &params),
         Command::VerifyJournal {
             path,

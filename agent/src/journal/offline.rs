@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
+use posguard_proto::event::Event;
 use posguard_proto::keys::DikPublicKey;
+use posguard_proto::record::Record;
 use posguard_proto::text::DeviceId;
 
 use super::JournalError;
@@ -79,6 +81,27 @@ pub fn verify_dir(dir: &Path, dik_spki: Option<&[u8]>) -> Result<OfflineReport, 
         first_bad: scan.problem,
         dik_from_journal: dik_spki.is_none(),
     })
+}
+
+/// Every stored record of the journal in `dir` with its decoded event, in order (a record whose
+/// body does not decode is skipped; `verify_dir` names it). Reads a scratch copy.
+pub fn read_events(dir: &Path) -> Result<Vec<(u64, Event)>, JournalError> {
+    let scratch = tempdir_for(dir)?;
+    copy_dir(dir, &scratch.0).map_err(|e| JournalError::io("copy", dir, e))?;
+    let store = Store::open(&scratch.0, 4 * 1024 * 1024)?;
+    let mut out = Vec::new();
+    for item in store.records.iter() {
+        let (_, v) = item.map_err(|source| JournalError::Db {
+            context: "read records",
+            source,
+        })?;
+        if let Ok(record) = Record::from_bytes(&v) {
+            if let Ok(event) = record.event() {
+                out.push((record.seq(), event));
+            }
+        }
+    }
+    Ok(out)
 }
 
 struct Scratch(std::path::PathBuf);

@@ -1,0 +1,220 @@
+//! The command line: parsed by clap into [`Cli`], run by [`run`]. Bad usage or configuration
+//! exits 64 with a message naming the key or argument.
+
+mod output;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use posguard_proto::text::DeviceId;
+use posguard_proto::uplink::CommandKind;
+
+use crate::EXIT_USAGE;
+use crate::config::Config;
+use crate::store::Store as _;
+use crate::store::sqlite::SqliteStore;
+
+/// Receive, verify, store and alert on the audit trails of a fleet of posguard terminals.
+#[derive(Debug, Parser)]
+#[command(name = "posguard-collector", version, about, long_about = None)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(
+        long,
+        short,
+        global = true,
+        default_value = "/etc/posguard/collector.toml"
+    )]
+    pub config: PathBuf,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the collector (HTTPS ingest, metrics, periodic checks) until SIGTERM or SIGINT.
+    Serve,
+    /// Stored events as JSON lines.
+    Query(QueryArgs),
+    /// Alerts as JSON lines.
+    Alerts {
+        /// Only alerts raised at or after (RFC 3339 or Unix ms).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only this device.
+        #[arg(long)]
+        device: Option<String>,
+    },
+    /// Stored events as JSON lines for a SIEM (see docs/collector.md for the fields).
+    Export(QueryArgs),
+    /// Known devices as JSON lines.
+    Devices,
+    /// Forked records kept aside, as JSON lines.
+    Forks,
+    /// The operations key that signs commands.
+    #[command(subcommand)]
+    OpsKey(OpsKeyCommand),
+    /// Sign a command and queue it for the device's next acknowledgement.
+    Command {
+        /// The device.
+        #[arg(long)]
+        device: String,
+        /// `lockdown` or `unlock`.
+        action: String,
+        /// The operations key file.
+        #[arg(long)]
+        ops_key: PathBuf,
+    },
+    /// Switch maintenance mode (agents get 503 with Retry-After).
+    Maintenance {
+        /// `on` or `off`.
+        state: String,
+    },
+}
+
+/// Ops-key subcommands.
+#[derive(Debug, Subcommand)]
+pub enum OpsKeyCommand {
+    /// Generate a key into a new file (mode 0600) and print its public half.
+    Generate {
+        /// Where to write it.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// Filters of `query` and `export`.
+#[derive(Debug, clap::Args)]
+pub struct QueryArgs {
+    /// Only this device.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Event time at or after (RFC 3339 or Unix ms).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Event time before (RFC 3339 or Unix ms).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Only this event kind (`login_failed`, `locked_out`, …).
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Only this severity or higher (`info`, `notice`, `warning`, `critical`).
+    #[arg(long)]
+    pub min_severity: Option<String>,
+}
+
+/// A usage error: exit 64.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Parses the process arguments and runs; the whole binary.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("posguard-collector: {e:#}");
+            let usage = e.downcast_ref::<UsageError>().is_some()
+                || e.downcast_ref::<crate::config::ConfigError>().is_some()
+                || e.downcast_ref::<crate::tls::TlsError>().is_some();
+            ExitCode::from(if usage { EXIT_USAGE } else { 1 })
+        }
+    }
+}
+
+fn usage(msg: impl Into<String>) -> anyhow::Error {
+    UsageError(msg.into()).into()
+}
+
+fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
+    SqliteStore::open(&config.store)
+        .with_context(|| format!("cannot open store {}", config.store.display()))
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::OpsKey(OpsKeyCommand::Generate { out }) = &cli.command {
+        let public = crate::opskey::generate(out)
+            .with_context(|| format!("cannot write {}", out.display()))?;
+        println!("{public}");
+        eprintln!("set ops_public_key = \"{public}\" in the collector's config");
+        return Ok(());
+    }
+    let config = Config::load(&cli.config)?;
+    match cli.command {
+        Command::Serve => serve::serve(&config),
+        Command::Query(q) => output::events(&mut open_store(&config)?, &q, false),
+        Command::Export(q) => output::events(&mut open_store(&config)?, &q, true),
+        Command::Alerts { since, device } => {
+            let since = parse_opt_time("--since", since.as_deref())?;
+            output::alerts(&mut open_store(&config)?, since, device.as_deref())
+        }
+        Command::Devices => output::devices(&mut open_store(&config)?),
+        Command::Forks => output::forks(&mut open_store(&config)?),
+        Command::Maintenance { state } => {
+            let on = match state.as_str() {
+                "on" => true,
+                "off" => false,
+                other => {
+                    return Err(usage(format!(
+                        "maintenance: expected on or off, not {other:?}"
+                    )));
+                }
+            };
+            open_store(&config)?.set_maintenance(on)?;
+            Ok(())
+        }
+        Command::Command {
+            device,
+            action,
+            ops_key,
+        } => {
+            let kind = CommandKind::from_name(&action).ok_or_else(|| {
+                usage(format!(
+                    "command: expected lockdown or unlock, not {action:?}"
+                ))
+            })?;
+            let device =
+                DeviceId::new(device.as_str()).map_err(|e| usage(format!("--device: {e}")))?;
+            if let Some(expected) = config.ops_public_key()? {
+                let actual = crate::opskey::public_hex(&ops_key)?;
+                if actual != crate::clock::hex(&expected) {
+                    return Err(usage("--ops-key: not the key named by ops_public_key"));
+                }
+            }
+            let mut store = open_store(&config)?;
+            let id = store.next_command_id(device.as_str())?;
+            let now = crate::clock::WallClock::now_ms(&crate::clock::SystemClock);
+            let cmd = crate::opskey::sign(&ops_key, device, id, kind, now)
+                .with_context(|| format!("--ops-key {}", ops_key.display()))?;
+            store.queue_command(&cmd, now)?;
+            println!(
+                "{}",
+                serde_json::json!({"device_id": cmd.device_id.as_str(), "id": id, "kind": kind.name()})
+            );
+            Ok(())
+        }
+        Command::OpsKey(_) => Ok(()),
+    }
+}
+
+fn parse_opt_time(flag: &str, text: Option<&str>) -> anyhow::Result<Option<u64>> {
+    text.map(|t| {
+        crate::clock::parse_time(t)
+            .ok_or_else(|| usage(format!("{flag}: expected RFC 3339 or Unix ms, not {t:?}")))
+    })
+    .transpose()
+}

@@ -1,0 +1,325 @@
+//! Ingest of one uplink batch, inside one store transaction: verify journal-key certificates
+//! against the DIK from the client certificate, records through a [`ChainVerifier`] resumed
+//! from the device's stored state, checkpoints and NV-counter monotonicity; store what verified
+//! (records before the first bad one), keep forks aside, raise alerts, build the ack.
+//!
+//! Idempotent on (device, seq): a record already stored with the same hash is a duplicate and
+//! ignored; one with a different hash is a fork, kept aside and never stored over the original.
+
+mod events;
+mod history;
+pub mod reason;
+pub mod row;
+
+use std::collections::HashMap;
+
+use posguard_proto::cert::JournalKeyCert;
+use posguard_proto::chain::ChainHead;
+use posguard_proto::checkpoint::Checkpoint;
+use posguard_proto::keys::DikPublicKey;
+use posguard_proto::record::Record;
+use posguard_proto::text::DeviceId;
+use posguard_proto::uplink::{UplinkAck, UplinkBatch};
+use posguard_proto::verify::{ChainState, ChainVerifier, GapPolicy, VerifyError, VerifyReason};
+
+/// A verification failure (proto's `VerifyError` cannot be built outside proto).
+#[derive(Debug, Clone)]
+pub(crate) struct Fail {
+    seq: Option<u64>,
+    reason: VerifyReason,
+}
+
+impl From<VerifyError> for Fail {
+    fn from(e: VerifyError) -> Self {
+        Self {
+            seq: e.seq,
+            reason: e.reason,
+        }
+    }
+}
+
+impl std::fmt::Display for Fail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.seq {
+            Some(seq) => write!(f, "at seq {seq}: {}", self.reason),
+            None => write!(f, "{}", self.reason),
+        }
+    }
+}
+
+use crate::alerts::{AlertKind, NewAlert, expires_soon};
+use crate::config::AlertConfig;
+use crate::store::{DeviceRow, StoreError, StoreTx};
+
+/// Who is sending, from the verified client certificate.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// The device id from the certificate's URI SAN.
+    pub device_id: DeviceId,
+    /// The device identity key (the certificate's public key).
+    pub dik: DikPublicKey,
+    /// The certificate's notAfter, Unix seconds.
+    pub cert_not_after_unix: u64,
+}
+
+/// What an ingest did.
+#[derive(Debug, Clone)]
+pub struct IngestReport {
+    /// The acknowledgement (also meaningful after a rejection: the prefix that was stored).
+    pub ack: UplinkAck,
+    /// The stable code of the first failure, if the batch was refused.
+    pub rejected: Option<&'static str>,
+    /// Records newly stored.
+    pub stored: u64,
+    /// Records already held.
+    pub duplicates: u64,
+    /// Alerts raised.
+    pub alerts: Vec<AlertKind>,
+}
+
+struct Run<'t> {
+    tx: &'t mut dyn StoreTx,
+    peer: &'t Peer,
+    id: String,
+    now_ms: u64,
+    rules: AlertConfig,
+    report: IngestReport,
+    /// Hashes stored by this batch, by seq.
+    batch_hashes: HashMap<u64, [u8; 32]>,
+}
+
+/// Verifies and stores `batch` from `peer`. Store errors abort (the caller rolls back);
+/// verification failures are reported in the result and committed with what came before them.
+pub fn ingest(
+    tx: &mut dyn StoreTx,
+    peer: &Peer,
+    batch: &UplinkBatch,
+    now_ms: u64,
+    rules: AlertConfig,
+) -> Result<IngestReport, StoreError> {
+    let id = peer.device_id.as_str().to_owned();
+    let mut device = tx
+        .device(&id)?
+        .unwrap_or_else(|| DeviceRow::new(&id, now_ms));
+    let mut run = Run {
+        tx,
+        peer,
+        id,
+        now_ms,
+        rules,
+        report: IngestReport {
+            ack: UplinkAck {
+                highest_stored: device.highest_stored,
+                next_expected: device.highest_stored.saturating_add(1),
+                commands: Vec::new(),
+            },
+            rejected: None,
+            stored: 0,
+            duplicates: 0,
+            alerts: Vec::new(),
+        },
+        batch_hashes: HashMap::new(),
+    };
+    run.touch_device(&mut device, batch)?;
+    let state = device.chain_state.clone().unwrap_or_else(|| ChainState {
+        head: ChainHead::genesis(&peer.device_id),
+        pending_gaps: Vec::new(),
+    });
+    let gaps_before = state.pending_gaps.len();
+    match run.verify_and_store(state, batch)? {
+        Ok(v) => device.chain_state = Some(v),
+        Err((v, e)) => {
+            if let Some(v) = v {
+                device.chain_state = Some(v);
+            }
+            run.fail(&e)?;
+        }
+    }
+    if let Some(state) = &device.chain_state {
+        device.highest_stored = state.head.seq;
+        if state.pending_gaps.len() > gaps_before {
+            let gaps: Vec<String> = state
+                .pending_gaps
+                .iter()
+                .map(|g| format!("{}-{}", g.first, g.last))
+                .collect();
+            run.alert(
+                AlertKind::ChainGap,
+                format!(
+                    "records missing, not yet declared dropped: {}",
+                    gaps.join(",")
+                ),
+            )?;
+        }
+    }
+    run.tx.put_device(&device)?;
+    let head = device.highest_stored;
+    run.report.ack = UplinkAck {
+        highest_stored: head,
+        next_expected: head.saturating_add(1),
+        commands: run.tx.pending_commands(&run.id)?,
+    };
+    Ok(run.report)
+}
+
+pub(crate) type Verified = Result<ChainState, (Option<ChainState>, Fail)>;
+
+impl Run<'_> {
+    fn touch_device(&mut self, d: &mut DeviceRow, batch: &UplinkBatch) -> Result<(), StoreError> {
+        d.last_seen_ms = self.now_ms;
+        d.silent_alerted = false;
+        d.cert_not_after_unix = self.peer.cert_not_after_unix;
+        if let Some(s) = &batch.status {
+            d.agent_version = Some(s.agent_version.clone());
+            d.journal_head = s.journal_head;
+            d.journal_shipped = s.journal_shipped;
+            d.device_wall_ms = s.wall_ms;
+        }
+        let not_after = self.peer.cert_not_after_unix;
+        if expires_soon(not_after, self.now_ms, self.rules.cert_expiry_days)
+            && d.expiry_alerted_for != not_after
+        {
+            d.expiry_alerted_for = not_after;
+            self.alert(
+                AlertKind::CertExpiry,
+                format!("device certificate expires at {not_after} (Unix s)"),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn alert(&mut self, kind: AlertKind, detail: String) -> Result<(), StoreError> {
+        let severity = reason::severity(kind);
+        self.alert_with(kind, severity, detail, true)
+    }
+
+    fn alert_with(
+        &mut self,
+        kind: AlertKind,
+        severity: posguard_proto::event::Severity,
+        detail: String,
+        for_device: bool,
+    ) -> Result<(), StoreError> {
+        tracing::warn!(device = %self.id, alert = kind.name(), %detail, "alert");
+        self.tx.put_alert(&NewAlert {
+            device_id: for_device.then(|| self.id.clone()),
+            kind,
+            severity,
+            detail,
+            at_ms: self.now_ms,
+        })?;
+        self.report.alerts.push(kind);
+        Ok(())
+    }
+
+    fn fail(&mut self, e: &Fail) -> Result<(), StoreError> {
+        let (code, kind) = reason::classify(&e.reason);
+        self.report.rejected = Some(code);
+        self.alert(kind, format!("batch refused ({code}): {e}"))
+    }
+
+    fn verify_and_store(
+        &mut self,
+        state: ChainState,
+        batch: &UplinkBatch,
+    ) -> Result<Verified, StoreError> {
+        let bad = |reason| Fail { seq: None, reason };
+        let mut certs = Vec::with_capacity(batch.certs.len());
+        for bytes in &batch.certs {
+            match JournalKeyCert::from_bytes(bytes) {
+                Ok(c) => certs.push(c),
+                Err(e) => return Ok(Err((None, bad(VerifyReason::Undecodable(e))))),
+            }
+        }
+        for c in &certs {
+            if let Err(e) = c.verify(&self.peer.dik, &self.peer.device_id) {
+                return Ok(Err((None, e.into())));
+            }
+        }
+        let mut checkpoints = Vec::with_capacity(batch.checkpoints.len());
+        for bytes in &batch.checkpoints {
+            match Checkpoint::from_bytes(bytes) {
+                Ok(c) => checkpoints.push((c, bytes.as_slice(), false)),
+                Err(e) => return Ok(Err((None, bad(VerifyReason::Undecodable(e))))),
+            }
+        }
+        checkpoints.sort_by_key(|(c, _, _)| c.fields().seq);
+        for c in &certs {
+            self.tx
+                .put_cert(&self.id, c.fields().first_seq, c.as_bytes(), self.now_ms)?;
+        }
+        let from = state.head.seq.saturating_add(1);
+        let mut all_certs = Vec::new();
+        for raw in self.tx.certs(&self.id, from)? {
+            all_certs
+                .push(JournalKeyCert::from_bytes(&raw).map_err(|_| StoreError::Corrupt("cert"))?);
+        }
+        let mut v =
+            match ChainVerifier::resume(&self.peer.dik, &self.peer.device_id, &all_certs, state) {
+                Ok(v) => v.with_gap_policy(GapPolicy::AllowDeclared),
+                Err(e) => return Ok(Err((None, e.into()))),
+            };
+        for bytes in &batch.records {
+            if let Err(e) = self.one_record(&mut v, bytes, &mut checkpoints)? {
+                return Ok(Err((Some(v.state()), e)));
+            }
+        }
+        // Checkpoints for records acknowledged earlier (a resend, or one sent after its records).
+        let head = v.head().seq;
+        for (cp, raw, done) in &mut checkpoints {
+            if *done || cp.fields().seq > head {
+                continue;
+            }
+            let seq = cp.fields().seq;
+            let hash = match self.batch_hashes.get(&seq) {
+                Some(h) => Some(*h),
+                None => self.tx.record_hash(&self.id, seq)?,
+            };
+            let Some(hash) = hash else { continue };
+            if let Err(e) = self.checkpoint(cp, raw, &hash)? {
+                return Ok(Err((Some(v.state()), e)));
+            }
+            *done = true;
+        }
+        Ok(Ok(v.state()))
+    }
+
+    fn one_record(
+        &mut self,
+        v: &mut ChainVerifier,
+        bytes: &[u8],
+        checkpoints: &mut [(Checkpoint, &[u8], bool)],
+    ) -> Result<Result<(), Fail>, StoreError> {
+        let record = match Record::from_bytes(bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                return Ok(Err(Fail {
+                    seq: None,
+                    reason: VerifyReason::Undecodable(e),
+                }));
+            }
+        };
+        let seq = record.seq();
+        if seq <= v.head().seq {
+            return self.old_record(v, &record);
+        }
+        let event = match v.push(&record) {
+            Ok(e) => e,
+            Err(e) => return Ok(Err(e.into())),
+        };
+        let row = row::record_row(&self.id, &record, &event)?;
+        self.tx.put_record(&row, self.now_ms)?;
+        self.batch_hashes.insert(seq, *record.hash());
+        self.report.stored = self.report.stored.saturating_add(1);
+        self.on_event(&event)?;
+        for (cp, raw, done) in checkpoints.iter_mut() {
+            if !*done && cp.fields().seq == seq {
+                if let Err(e) = self.checkpoint(cp, raw, record.hash())? {
+                    return Ok(Err(e));
+                }
+                *done = true;
+            }
+        }
+        Ok(Ok(()))
+    }
+}

@@ -1,0 +1,156 @@
+//! The HTTPS listener: TLS 1.3 with required client certificates, one hyper HTTP/1 connection
+//! per device connection, tracked tasks and a bounded graceful drain.
+
+mod handler;
+pub mod plain;
+pub mod sweep;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use rustls::ServerConfig;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::clock::WallClock;
+use crate::config::{AlertConfig, Config};
+use crate::metrics::Metrics;
+use crate::peer::peer_from_cert;
+use crate::ratelimit::RateLimiter;
+use crate::store::StoreHandle;
+
+/// How long a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long open connections get to finish after shutdown starts.
+const DRAIN_GRACE: Duration = Duration::from_secs(10);
+
+/// What request handling needs.
+#[derive(Debug)]
+pub struct AppState {
+    /// The store thread.
+    pub store: StoreHandle,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Per-device rate limit.
+    pub limiter: RateLimiter,
+    /// Wall clock for stored timestamps.
+    pub clock: Arc<dyn WallClock>,
+    /// Largest body.
+    pub body_limit: usize,
+    /// Header read timeout.
+    pub header_timeout: Duration,
+    /// Whole-request timeout.
+    pub request_timeout: Duration,
+    /// A file whose existence means maintenance mode.
+    pub maintenance_file: Option<PathBuf>,
+    /// `Retry-After` in maintenance mode, seconds.
+    pub maintenance_retry_after_s: u64,
+    /// Alert thresholds.
+    pub alerts: AlertConfig,
+}
+
+impl AppState {
+    /// State from a validated config.
+    pub fn new(
+        config: &Config,
+        store: StoreHandle,
+        metrics: Arc<Metrics>,
+        clock: Arc<dyn WallClock>,
+    ) -> Self {
+        Self {
+            store,
+            metrics,
+            limiter: RateLimiter::new(config.rate_limit),
+            clock,
+            body_limit: config.body_limit,
+            header_timeout: Duration::from_secs(config.header_timeout_s),
+            request_timeout: Duration::from_secs(config.request_timeout_s),
+            maintenance_file: config.maintenance_file.clone(),
+            maintenance_retry_after_s: config.maintenance_retry_after_s,
+            alerts: config.alerts,
+        }
+    }
+}
+
+/// Serves agents on `listener` until `shutdown` resolves, then stops accepting, lets open
+/// connections finish their current request (bounded by a grace period) and returns.
+pub async fn run(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    tls: watch::Receiver<Arc<ServerConfig>>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let tracker = TaskTracker::new();
+    let stop = CancellationToken::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, addr) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let acceptor = TlsAcceptor::from(tls.borrow().clone());
+        let state = state.clone();
+        let stop = stop.clone();
+        tracker.spawn(async move {
+            if let Err(e) = connection(tcp, acceptor, state, stop).await {
+                tracing::debug!(peer = %addr, error = %e, "connection ended");
+            }
+        });
+    }
+    stop.cancel();
+    tracker.close();
+    if tokio::time::timeout(DRAIN_GRACE, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after the grace period; dropping them");
+    }
+}
+
+async fn connection(
+    tcp: tokio::net::TcpStream,
+    acceptor: TlsAcceptor,
+    state: Arc<AppState>,
+    stop: CancellationToken,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await??;
+    let der = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .ok_or("no client certificate")?;
+    let peer = Arc::new(peer_from_cert(der)?);
+    let header_timeout = state.header_timeout;
+    let service = service_fn(move |req| handler::handle(state.clone(), peer.clone(), req));
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let conn = builder.serve_connection(TokioIo::new(tls), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => r?,
+        () = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await?;
+        }
+    }
+    Ok(())
+}

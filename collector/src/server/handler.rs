@@ -1,0 +1,173 @@
+//! `POST /v1/journal`: limits, maintenance mode, rate limit, decode, ingest, answer.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use hyper::{Method, Request, Response, StatusCode};
+use posguard_proto::uplink::UplinkBatch;
+
+use super::AppState;
+use crate::ingest::{self, IngestReport, Peer};
+
+/// The upload endpoint.
+pub const JOURNAL_PATH: &str = "/v1/journal";
+/// Header carrying the stable error code on refusals (also the body).
+pub const ERROR_HEADER: &str = "x-posguard-error";
+/// Header carrying the highest stored seq on a 422 (the prefix before the bad record).
+pub const HIGHEST_STORED_HEADER: &str = "x-posguard-highest-stored";
+
+type Resp = Response<Full<Bytes>>;
+
+fn plain(status: StatusCode, code: &'static str) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from_static(code.as_bytes())));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r.headers_mut()
+        .insert(ERROR_HEADER, HeaderValue::from_static(code));
+    r
+}
+
+fn retry_after(mut r: Resp, secs: u64) -> Resp {
+    r.headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    r
+}
+
+/// Handles one request; never fails (errors become status codes).
+pub(super) async fn handle(
+    state: Arc<AppState>,
+    peer: Arc<Peer>,
+    req: Request<Incoming>,
+) -> Result<Resp, Infallible> {
+    let timeout = state.request_timeout;
+    let resp = match tokio::time::timeout(timeout, respond(&state, &peer, req)).await {
+        Ok(r) => r,
+        Err(_) => plain(StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+    };
+    state.metrics.request(resp.status().as_u16());
+    Ok(resp)
+}
+
+async fn respond(state: &AppState, peer: &Peer, req: Request<Incoming>) -> Resp {
+    if req.uri().path() != JOURNAL_PATH {
+        return plain(StatusCode::NOT_FOUND, "not_found");
+    }
+    if req.method() != Method::POST {
+        return plain(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    }
+    if in_maintenance(state).await {
+        let r = plain(StatusCode::SERVICE_UNAVAILABLE, "maintenance");
+        return retry_after(r, state.maintenance_retry_after_s);
+    }
+    if let Err(wait) = state
+        .limiter
+        .check(peer.device_id.as_str(), tokio::time::Instant::now())
+    {
+        let secs = wait
+            .as_secs()
+            .saturating_add(u64::from(wait.subsec_nanos() > 0));
+        return retry_after(plain(StatusCode::TOO_MANY_REQUESTS, "rate_limited"), secs);
+    }
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > u64::try_from(state.body_limit).unwrap_or(u64::MAX)) {
+        return plain(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
+    }
+    let body = match Limited::new(req.into_body(), state.body_limit)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return plain(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
+        }
+        Err(_) => return plain(StatusCode::BAD_REQUEST, "bad_body"),
+    };
+    let batch = match UplinkBatch::from_bytes(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            state.metrics.failure(e.code());
+            return plain(StatusCode::BAD_REQUEST, e.code());
+        }
+    };
+    store_batch(state, peer, batch).await
+}
+
+async fn in_maintenance(state: &AppState) -> bool {
+    if state
+        .maintenance_file
+        .as_deref()
+        .is_some_and(|p| p.exists())
+    {
+        return true;
+    }
+    // If the store cannot answer, ingest would fail too; let that path report it.
+    state.store.call(|s| s.maintenance()).await.unwrap_or(false)
+}
+
+async fn store_batch(state: &AppState, peer: &Peer, batch: UplinkBatch) -> Resp {
+    let peer_owned = peer.clone();
+    let now_ms = state.clock.now_ms();
+    let rules = state.alerts;
+    let started = Instant::now();
+    let result = state
+        .store
+        .call(move |s| {
+            let mut report = None;
+            s.transaction(&mut |tx| {
+                report = Some(ingest::ingest(tx, &peer_owned, &batch, now_ms, rules)?);
+                Ok(())
+            })?;
+            Ok(report)
+        })
+        .await;
+    state.metrics.store_latency(started.elapsed());
+    match result {
+        Ok(Some(report)) => answer(state, peer, report),
+        Ok(None) | Err(_) => {
+            if let Err(e) = &result {
+                tracing::error!(device = %peer.device_id, error = %e, "store failed");
+            }
+            retry_after(
+                plain(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+                30,
+            )
+        }
+    }
+}
+
+fn answer(state: &AppState, peer: &Peer, report: IngestReport) -> Resp {
+    state.metrics.stored(report.stored, report.duplicates);
+    for kind in &report.alerts {
+        state.metrics.alert(kind.name());
+    }
+    if let Some(code) = report.rejected {
+        state.metrics.failure(code);
+        tracing::warn!(device = %peer.device_id, code, stored = report.stored, "batch refused");
+        let mut r = plain(StatusCode::UNPROCESSABLE_ENTITY, code);
+        r.headers_mut().insert(
+            HIGHEST_STORED_HEADER,
+            HeaderValue::from(report.ack.highest_stored),
+        );
+        return r;
+    }
+    match report.ack.to_bytes() {
+        Ok(bytes) => {
+            let mut r = Response::new(Full::new(Bytes::from(bytes)));
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/x-postcard"),
+            );
+            r
+        }
+        Err(_) => plain(StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    }
+}

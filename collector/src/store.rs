@@ -1,0 +1,264 @@
+//! Storage behind one trait, so that a fleet that outgrows one machine can move to a database
+//! server. [`Store`] is the whole store; [`StoreTx`] is what one ingest does inside a single
+//! transaction (committed before the agent gets its answer). [`sqlite::SqliteStore`] is the
+//! default; [`handle::StoreHandle`] is the one thread that owns it, fed by async callers.
+
+pub mod handle;
+pub mod sqlite;
+
+pub use handle::StoreHandle;
+
+use posguard_proto::uplink::SignedCommand;
+use posguard_proto::verify::ChainState;
+use serde::Serialize;
+
+use crate::alerts::{AlertKind, NewAlert};
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database refused an operation.
+    #[error("database error")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A stored value could not be read back (a damaged or foreign database).
+    #[error("corrupt stored value: {0}")]
+    Corrupt(&'static str),
+    /// The thread that owns the store has stopped.
+    #[error("store thread stopped")]
+    Stopped,
+}
+
+/// What the collector knows about a device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceRow {
+    /// Device id (from its certificate).
+    pub device_id: String,
+    /// First contact (collector wall time, Unix ms).
+    pub first_seen_ms: u64,
+    /// Last contact.
+    pub last_seen_ms: u64,
+    /// The client certificate's notAfter (Unix seconds) at last contact.
+    pub cert_not_after_unix: u64,
+    /// Where the verifier stands (None before the first record).
+    #[serde(skip)]
+    pub chain_state: Option<ChainState>,
+    /// Highest seq stored.
+    pub highest_stored: u64,
+    /// Agent version from the last status.
+    pub agent_version: Option<String>,
+    /// The agent's journal head from the last status.
+    pub journal_head: u64,
+    /// The agent's shipped mark from the last status.
+    pub journal_shipped: u64,
+    /// The device clock at the last status (Unix ms).
+    pub device_wall_ms: u64,
+    /// Whether a silent alert was raised since the last contact.
+    pub silent_alerted: bool,
+    /// The notAfter an expiry alert was last raised for (0 for none).
+    #[serde(skip)]
+    pub expiry_alerted_for: u64,
+}
+
+impl DeviceRow {
+    /// A device seen for the first time now.
+    pub fn new(device_id: &str, now_ms: u64) -> Self {
+        Self {
+            device_id: device_id.to_owned(),
+            first_seen_ms: now_ms,
+            last_seen_ms: now_ms,
+            cert_not_after_unix: 0,
+            chain_state: None,
+            highest_stored: 0,
+            agent_version: None,
+            journal_head: 0,
+            journal_shipped: 0,
+            device_wall_ms: 0,
+            silent_alerted: false,
+            expiry_alerted_for: 0,
+        }
+    }
+}
+
+/// A verified record, ready to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordRow {
+    /// Device id.
+    pub device_id: String,
+    /// Sequence number.
+    pub seq: u64,
+    /// Record hash.
+    pub hash: [u8; 32],
+    /// Event kind name.
+    pub kind: String,
+    /// Severity name.
+    pub severity: String,
+    /// Event wall time (device clock, Unix ms).
+    pub wall_ms: u64,
+    /// `clerk:<id>`, `system` or `collector`.
+    pub actor: String,
+    /// The event as JSON.
+    pub event_json: String,
+    /// The record's canonical bytes.
+    pub raw: Vec<u8>,
+}
+
+/// A stored event as the query and export commands print it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// Device id.
+    pub device_id: String,
+    /// Sequence number.
+    pub seq: u64,
+    /// Record hash (hex).
+    pub hash: String,
+    /// Event kind name.
+    pub kind: String,
+    /// Severity name.
+    pub severity: String,
+    /// Event wall time (Unix ms).
+    pub wall_ms: u64,
+    /// Actor.
+    pub actor: String,
+    /// The event as JSON.
+    pub event_json: String,
+    /// When the collector stored it (Unix ms).
+    pub received_ms: u64,
+}
+
+/// A filter on stored events.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventQuery {
+    /// Only this device.
+    pub device_id: Option<String>,
+    /// Event wall time at or after (Unix ms).
+    pub since_ms: Option<u64>,
+    /// Event wall time before (Unix ms).
+    pub until_ms: Option<u64>,
+    /// Only this kind name.
+    pub kind: Option<String>,
+    /// Only these severity names (at least a minimum).
+    pub severities: Option<Vec<String>>,
+}
+
+/// A stored alert.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AlertRow {
+    /// Alert id (increasing).
+    pub id: i64,
+    /// Device, if any.
+    pub device_id: Option<String>,
+    /// Kind name.
+    pub kind: String,
+    /// Severity name.
+    pub severity: String,
+    /// Detail.
+    pub detail: String,
+    /// When (Unix ms).
+    pub at_ms: u64,
+}
+
+/// What one transaction can read and write.
+pub trait StoreTx {
+    /// The device's row.
+    fn device(&mut self, device_id: &str) -> Result<Option<DeviceRow>, StoreError>;
+    /// Inserts or replaces the device's row.
+    fn put_device(&mut self, row: &DeviceRow) -> Result<(), StoreError>;
+    /// The hash stored at (device, seq).
+    fn record_hash(&mut self, device_id: &str, seq: u64) -> Result<Option<[u8; 32]>, StoreError>;
+    /// Stores a record (the caller has checked that (device, seq) is free).
+    fn put_record(&mut self, row: &RecordRow, received_ms: u64) -> Result<(), StoreError>;
+    /// Keeps a forked record aside; false if this exact fork was already kept.
+    fn put_fork(
+        &mut self,
+        device_id: &str,
+        seq: u64,
+        hash: &[u8; 32],
+        raw: &[u8],
+        at_ms: u64,
+    ) -> Result<bool, StoreError>;
+    /// The device's journal-key certificates whose first seq is at least `min_first_seq`,
+    /// plus the latest one below it (the key that signs from there on).
+    fn certs(&mut self, device_id: &str, from_seq: u64) -> Result<Vec<Vec<u8>>, StoreError>;
+    /// Stores a certificate; false if it was already stored.
+    fn put_cert(
+        &mut self,
+        device_id: &str,
+        first_seq: u64,
+        raw: &[u8],
+        at_ms: u64,
+    ) -> Result<bool, StoreError>;
+    /// The stored checkpoint with the highest counter.
+    fn last_checkpoint(&mut self, device_id: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Whether this exact checkpoint is stored.
+    fn has_checkpoint(&mut self, device_id: &str, raw: &[u8]) -> Result<bool, StoreError>;
+    /// Stores a verified checkpoint.
+    fn put_checkpoint(
+        &mut self,
+        device_id: &str,
+        seq: u64,
+        nv_counter: u64,
+        raw: &[u8],
+        at_ms: u64,
+    ) -> Result<(), StoreError>;
+    /// Stores an alert.
+    fn put_alert(&mut self, alert: &NewAlert) -> Result<(), StoreError>;
+    /// Events of `kind` (optionally of one device) with wall time at or after `since_ms`.
+    fn count_events(
+        &mut self,
+        kind: &str,
+        device_id: Option<&str>,
+        since_ms: u64,
+    ) -> Result<u64, StoreError>;
+    /// Whether an alert of `kind` (optionally for one device) was raised at or after `since_ms`.
+    fn alert_since(
+        &mut self,
+        kind: AlertKind,
+        device_id: Option<&str>,
+        since_ms: u64,
+    ) -> Result<bool, StoreError>;
+    /// Commands queued for the device and not yet seen received.
+    fn pending_commands(&mut self, device_id: &str) -> Result<Vec<SignedCommand>, StoreError>;
+    /// Marks a command received by the device.
+    fn mark_command_delivered(
+        &mut self,
+        device_id: &str,
+        command_id: u64,
+        at_ms: u64,
+    ) -> Result<(), StoreError>;
+    /// Devices last seen before `before_ms` and not yet reported silent.
+    fn silent_candidates(&mut self, before_ms: u64) -> Result<Vec<DeviceRow>, StoreError>;
+}
+
+/// A closure run inside one transaction; `Err` rolls back.
+pub type TxFn<'a> = &'a mut dyn FnMut(&mut dyn StoreTx) -> Result<(), StoreError>;
+
+/// The whole store.
+pub trait Store: Send {
+    /// Runs `f` in one transaction, committed durably if it returns `Ok`.
+    fn transaction(&mut self, f: TxFn<'_>) -> Result<(), StoreError>;
+    /// Whether maintenance mode is on.
+    fn maintenance(&mut self) -> Result<bool, StoreError>;
+    /// Switches maintenance mode.
+    fn set_maintenance(&mut self, on: bool) -> Result<(), StoreError>;
+    /// Stored events matching `q`, oldest first by (wall time, device, seq), passed to `out`.
+    fn query(
+        &mut self,
+        q: &EventQuery,
+        out: &mut dyn FnMut(StoredEvent) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
+    /// Alerts, oldest first, optionally since a time and for one device.
+    fn alerts(
+        &mut self,
+        since_ms: Option<u64>,
+        device_id: Option<&str>,
+    ) -> Result<Vec<AlertRow>, StoreError>;
+    /// Every device.
+    fn devices(&mut self) -> Result<Vec<DeviceRow>, StoreError>;
+    /// Forked records kept aside: (device, seq, hash hex, received ms).
+    fn forks(&mut self) -> Result<Vec<(String, u64, String, u64)>, StoreError>;
+    /// The next free command id for a device.
+    fn next_command_id(&mut self, device_id: &str) -> Result<u64, StoreError>;
+    /// Queues a signed command for delivery in the device's next ack.
+    fn queue_command(&mut self, cmd: &SignedCommand, at_ms: u64) -> Result<(), StoreError>;
+}

@@ -1,0 +1,194 @@
+//! The default store: one SQLite file in WAL mode with `synchronous=FULL`, so a committed
+//! transaction survives a power loss before the agent is told its records are stored.
+
+mod read;
+mod tx;
+
+use std::path::Path;
+
+use posguard_proto::uplink::SignedCommand;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{AlertRow, DeviceRow, EventQuery, Store, StoreError, StoredEvent, TxFn};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS devices (
+    device_id TEXT PRIMARY KEY,
+    first_seen_ms INTEGER NOT NULL,
+    last_seen_ms INTEGER NOT NULL,
+    cert_not_after_unix INTEGER NOT NULL,
+    chain_state TEXT,
+    highest_stored INTEGER NOT NULL,
+    agent_version TEXT,
+    journal_head INTEGER NOT NULL,
+    journal_shipped INTEGER NOT NULL,
+    device_wall_ms INTEGER NOT NULL,
+    silent_alerted INTEGER NOT NULL,
+    expiry_alerted_for INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS records (
+    device_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    hash BLOB NOT NULL,
+    kind TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    wall_ms INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    event_json TEXT NOT NULL,
+    raw BLOB NOT NULL,
+    received_ms INTEGER NOT NULL,
+    PRIMARY KEY (device_id, seq)
+);
+CREATE INDEX IF NOT EXISTS records_by_time ON records (wall_ms);
+CREATE INDEX IF NOT EXISTS records_by_kind ON records (kind, wall_ms);
+CREATE TABLE IF NOT EXISTS forks (
+    id INTEGER PRIMARY KEY,
+    device_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    hash BLOB NOT NULL,
+    raw BLOB NOT NULL,
+    received_ms INTEGER NOT NULL,
+    UNIQUE (device_id, seq, hash)
+);
+CREATE TABLE IF NOT EXISTS certs (
+    device_id TEXT NOT NULL,
+    first_seq INTEGER NOT NULL,
+    raw BLOB NOT NULL,
+    received_ms INTEGER NOT NULL,
+    PRIMARY KEY (device_id, raw)
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    device_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    nv_counter INTEGER NOT NULL,
+    raw BLOB NOT NULL,
+    received_ms INTEGER NOT NULL,
+    PRIMARY KEY (device_id, nv_counter)
+);
+CREATE TABLE IF NOT EXISTS alerts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    device_id TEXT,
+    kind TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    at_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alerts_by_kind ON alerts (kind, at_ms);
+CREATE TABLE IF NOT EXISTS commands (
+    device_id TEXT NOT NULL,
+    id INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    issued_wall_ms INTEGER NOT NULL,
+    signature BLOB NOT NULL,
+    queued_ms INTEGER NOT NULL,
+    delivered_ms INTEGER,
+    PRIMARY KEY (device_id, id)
+);
+CREATE TABLE IF NOT EXISTS settings (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+";
+
+/// The SQLite store.
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: Connection,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self { conn })
+    }
+}
+
+impl Store for SqliteStore {
+    fn transaction(&mut self, f: TxFn<'_>) -> Result<(), StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut wrapped = tx::SqliteTx(&tx);
+        f(&mut wrapped)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn maintenance(&mut self) -> Result<bool, StoreError> {
+        let v: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT value FROM settings WHERE key = 'maintenance'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(v.as_deref() == Some("on"))
+    }
+
+    fn set_maintenance(&mut self, on: bool) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO settings (key, value) VALUES ('maintenance', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![if on { "on" } else { "off" }],
+        )?;
+        Ok(())
+    }
+
+    fn query(
+        &mut self,
+        q: &EventQuery,
+        out: &mut dyn FnMut(StoredEvent) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        read::query(&self.conn, q, out)
+    }
+
+    fn alerts(
+        &mut self,
+        since_ms: Option<u64>,
+        device_id: Option<&str>,
+    ) -> Result<Vec<AlertRow>, StoreError> {
+        read::alerts(&self.conn, since_ms, device_id)
+    }
+
+    fn devices(&mut self) -> Result<Vec<DeviceRow>, StoreError> {
+        read::devices(&self.conn, None)
+    }
+
+    fn forks(&mut self) -> Result<Vec<(String, u64, String, u64)>, StoreError> {
+        read::forks(&self.conn)
+    }
+
+    fn next_command_id(&mut self, device_id: &str) -> Result<u64, StoreError> {
+        let max: Option<u64> = self.conn.query_row(
+            "SELECT MAX(id) FROM commands WHERE device_id = ?1",
+            params![device_id],
+            |r| r.get(0),
+        )?;
+        max.unwrap_or(0)
+            .checked_add(1)
+            .ok_or(StoreError::Corrupt("command id"))
+    }
+
+    fn queue_command(&mut self, cmd: &SignedCommand, at_ms: u64) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO commands (device_id, id, kind, issued_wall_ms, signature, queued_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                cmd.device_id.as_str(),
+                cmd.id,
+                cmd.kind.name(),
+                cmd.issued_wall_ms,
+                cmd.signature.as_slice(),
+                at_ms
+            ],
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,143 @@
+//! Read-only queries of the SQLite store (CLI and the transaction's device reads).
+
+use rusqlite::types::Value;
+use rusqlite::{Connection, Row, params};
+
+use crate::clock::hex;
+use crate::store::{AlertRow, DeviceRow, EventQuery, StoreError, StoredEvent};
+
+pub(super) const DEVICE_COLUMNS: &str = "device_id, first_seen_ms, last_seen_ms,
+    cert_not_after_unix, chain_state, highest_stored, agent_version, journal_head,
+    journal_shipped, device_wall_ms, silent_alerted, expiry_alerted_for";
+
+pub(super) fn device_from_row(r: &Row<'_>) -> rusqlite::Result<DeviceRow> {
+    let state: Option<String> = r.get(4)?;
+    let chain_state = match state {
+        Some(text) => Some(serde_json::from_str(&text).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e))
+        })?),
+        None => None,
+    };
+    Ok(DeviceRow {
+        device_id: r.get(0)?,
+        first_seen_ms: r.get(1)?,
+        last_seen_ms: r.get(2)?,
+        cert_not_after_unix: r.get(3)?,
+        chain_state,
+        highest_stored: r.get(5)?,
+        agent_version: r.get(6)?,
+        journal_head: r.get(7)?,
+        journal_shipped: r.get(8)?,
+        device_wall_ms: r.get(9)?,
+        silent_alerted: r.get(10)?,
+        expiry_alerted_for: r.get(11)?,
+    })
+}
+
+pub(super) fn devices(
+    conn: &Connection,
+    last_seen_before: Option<u64>,
+) -> Result<Vec<DeviceRow>, StoreError> {
+    let sql = match last_seen_before {
+        Some(_) => format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices WHERE last_seen_ms < ?1 AND silent_alerted = 0
+             ORDER BY device_id"
+        ),
+        None => format!("SELECT {DEVICE_COLUMNS} FROM devices ORDER BY device_id"),
+    };
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = match last_seen_before {
+        Some(t) => stmt.query_map(params![t], device_from_row)?,
+        None => stmt.query_map([], device_from_row)?,
+    };
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub(super) fn query(
+    conn: &Connection,
+    q: &EventQuery,
+    out: &mut dyn FnMut(StoredEvent) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut sql = String::from(
+        "SELECT device_id, seq, hash, kind, severity, wall_ms, actor, event_json, received_ms
+         FROM records WHERE 1 = 1",
+    );
+    let mut args: Vec<Value> = Vec::new();
+    let mut bind = |sql: &mut String, clause: &str, v: Value| {
+        args.push(v);
+        sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
+    };
+    if let Some(d) = &q.device_id {
+        bind(&mut sql, " AND device_id = ?", Value::Text(d.clone()));
+    }
+    if let Some(t) = q.since_ms {
+        bind(&mut sql, " AND wall_ms >= ?", Value::Integer(to_i64(t)));
+    }
+    if let Some(t) = q.until_ms {
+        bind(&mut sql, " AND wall_ms < ?", Value::Integer(to_i64(t)));
+    }
+    if let Some(k) = &q.kind {
+        bind(&mut sql, " AND kind = ?", Value::Text(k.clone()));
+    }
+    if let Some(sevs) = &q.severities {
+        sql.push_str(" AND severity IN ('_'");
+        for s in sevs {
+            bind(&mut sql, ", ?", Value::Text(s.clone()));
+        }
+        sql.push(')');
+    }
+    sql.push_str(" ORDER BY wall_ms, device_id, seq");
+    let mut stmt = conn.prepare(&sql)?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
+    while let Some(r) = rows.next()? {
+        let hash: Vec<u8> = r.get(2)?;
+        out(StoredEvent {
+            device_id: r.get(0)?,
+            seq: r.get(1)?,
+            hash: hex(&hash),
+            kind: r.get(3)?,
+            severity: r.get(4)?,
+            wall_ms: r.get(5)?,
+            actor: r.get(6)?,
+            event_json: r.get(7)?,
+            received_ms: r.get(8)?,
+        })?;
+    }
+    Ok(())
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+pub(super) fn alerts(
+    conn: &Connection,
+    since_ms: Option<u64>,
+    device_id: Option<&str>,
+) -> Result<Vec<AlertRow>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT id, device_id, kind, severity, detail, at_ms FROM alerts
+         WHERE at_ms >= ?1 AND (?2 IS NULL OR device_id = ?2) ORDER BY id",
+    )?;
+    let rows = stmt.query_map(params![to_i64(since_ms.unwrap_or(0)), device_id], |r| {
+        Ok(AlertRow {
+            id: r.get(0)?,
+            device_id: r.get(1)?,
+            kind: r.get(2)?,
+            severity: r.get(3)?,
+            detail: r.get(4)?,
+            at_ms: r.get(5)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub(super) fn forks(conn: &Connection) -> Result<Vec<(String, u64, String, u64)>, StoreError> {
+    let mut stmt =
+        conn.prepare("SELECT device_id, seq, hash, received_ms FROM forks ORDER BY id")?;
+    let rows = stmt.query_map([], |r| {
+        let hash: Vec<u8> = r.get(2)?;
+        Ok((r.get(0)?, r.get(1)?, hex(&hash), r.get(3)?))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

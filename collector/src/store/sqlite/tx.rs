@@ -1,0 +1,259 @@
+//! [`StoreTx`] over a SQLite transaction.
+
+use posguard_proto::text::DeviceId;
+use posguard_proto::uplink::{CommandKind, SignedCommand};
+use rusqlite::{OptionalExtension, Transaction, params};
+
+use super::read::{DEVICE_COLUMNS, device_from_row};
+use crate::alerts::{AlertKind, NewAlert, severity_name};
+use crate::store::{DeviceRow, RecordRow, StoreError, StoreTx};
+
+pub(super) struct SqliteTx<'a, 'c>(pub(super) &'a Transaction<'c>);
+
+impl StoreTx for SqliteTx<'_, '_> {
+    fn device(&mut self, device_id: &str) -> Result<Option<DeviceRow>, StoreError> {
+        let sql = format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE device_id = ?1");
+        Ok(self
+            .0
+            .query_row(&sql, params![device_id], device_from_row)
+            .optional()?)
+    }
+
+    fn put_device(&mut self, d: &DeviceRow) -> Result<(), StoreError> {
+        let state = match &d.chain_state {
+            Some(s) => {
+                Some(serde_json::to_string(s).map_err(|_| StoreError::Corrupt("chain state"))?)
+            }
+            None => None,
+        };
+        self.0.execute(
+            &format!(
+                "INSERT OR REPLACE INTO devices ({DEVICE_COLUMNS})
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+            ),
+            params![
+                d.device_id,
+                d.first_seen_ms,
+                d.last_seen_ms,
+                d.cert_not_after_unix,
+                state,
+                d.highest_stored,
+                d.agent_version,
+                d.journal_head,
+                d.journal_shipped,
+                d.device_wall_ms,
+                d.silent_alerted,
+                d.expiry_alerted_for
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn record_hash(&mut self, device_id: &str, seq: u64) -> Result<Option<[u8; 32]>, StoreError> {
+        let hash: Option<Vec<u8>> = self
+            .0
+            .query_row(
+                "SELECT hash FROM records WHERE device_id = ?1 AND seq = ?2",
+                params![device_id, seq],
+                |r| r.get(0),
+            )
+            .optional()?;
+        hash.map(|h| <[u8; 32]>::try_from(h.as_slice()))
+            .transpose()
+            .map_err(|_| StoreError::Corrupt("record hash"))
+    }
+
+    fn put_record(&mut self, r: &RecordRow, received_ms: u64) -> Result<(), StoreError> {
+        self.0.execute(
+            "INSERT INTO records (device_id, seq, hash, kind, severity, wall_ms, actor,
+                                  event_json, raw, received_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![
+                r.device_id,
+                r.seq,
+                r.hash.as_slice(),
+                r.kind,
+                r.severity,
+                r.wall_ms,
+                r.actor,
+                r.event_json,
+                r.raw,
+                received_ms
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn put_fork(
+        &mut self,
+        device_id: &str,
+        seq: u64,
+        hash: &[u8; 32],
+        raw: &[u8],
+        at_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let n = self.0.execute(
+            "INSERT OR IGNORE INTO forks (device_id, seq, hash, raw, received_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![device_id, seq, hash.as_slice(), raw, at_ms],
+        )?;
+        Ok(n > 0)
+    }
+
+    fn certs(&mut self, device_id: &str, from_seq: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+        // The key that signs `from_seq` is among those with the highest first_seq <= from_seq;
+        // every later start's key may sign what follows.
+        let mut stmt = self.0.prepare(
+            "SELECT raw FROM certs WHERE device_id = ?1 AND first_seq >= COALESCE(
+                 (SELECT MAX(first_seq) FROM certs WHERE device_id = ?1 AND first_seq <= ?2), 0)
+             ORDER BY first_seq",
+        )?;
+        let rows = stmt.query_map(params![device_id, from_seq], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn put_cert(
+        &mut self,
+        device_id: &str,
+        first_seq: u64,
+        raw: &[u8],
+        at_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let n = self.0.execute(
+            "INSERT OR IGNORE INTO certs (device_id, first_seq, raw, received_ms)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![device_id, first_seq, raw, at_ms],
+        )?;
+        Ok(n > 0)
+    }
+
+    fn last_checkpoint(&mut self, device_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .0
+            .query_row(
+                "SELECT raw FROM checkpoints WHERE device_id = ?1
+                 ORDER BY nv_counter DESC LIMIT 1",
+                params![device_id],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    fn has_checkpoint(&mut self, device_id: &str, raw: &[u8]) -> Result<bool, StoreError> {
+        let n: u64 = self.0.query_row(
+            "SELECT COUNT(*) FROM checkpoints WHERE device_id = ?1 AND raw = ?2",
+            params![device_id, raw],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
+    }
+
+    fn put_checkpoint(
+        &mut self,
+        device_id: &str,
+        seq: u64,
+        nv_counter: u64,
+        raw: &[u8],
+        at_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.0.execute(
+            "INSERT INTO checkpoints (device_id, seq, nv_counter, raw, received_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![device_id, seq, nv_counter, raw, at_ms],
+        )?;
+        Ok(())
+    }
+
+    fn put_alert(&mut self, a: &NewAlert) -> Result<(), StoreError> {
+        self.0.execute(
+            "INSERT INTO alerts (device_id, kind, severity, detail, at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                a.device_id,
+                a.kind.name(),
+                severity_name(a.severity),
+                a.detail,
+                a.at_ms
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn count_events(
+        &mut self,
+        kind: &str,
+        device_id: Option<&str>,
+        since_ms: u64,
+    ) -> Result<u64, StoreError> {
+        Ok(self.0.query_row(
+            "SELECT COUNT(*) FROM records
+             WHERE kind = ?1 AND wall_ms >= ?2 AND (?3 IS NULL OR device_id = ?3)",
+            params![kind, since_ms, device_id],
+            |r| r.get(0),
+        )?)
+    }
+
+    fn alert_since(
+        &mut self,
+        kind: AlertKind,
+        device_id: Option<&str>,
+        since_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let n: u64 = self.0.query_row(
+            "SELECT COUNT(*) FROM alerts
+             WHERE kind = ?1 AND at_ms >= ?2 AND (?3 IS NULL OR device_id = ?3)",
+            params![kind.name(), since_ms, device_id],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
+    }
+
+    fn pending_commands(&mut self, device_id: &str) -> Result<Vec<SignedCommand>, StoreError> {
+        let mut stmt = self.0.prepare(
+            "SELECT id, kind, issued_wall_ms, signature FROM commands
+             WHERE device_id = ?1 AND delivered_ms IS NULL ORDER BY id LIMIT 64",
+        )?;
+        let rows = stmt.query_map(params![device_id], |r| {
+            Ok((
+                r.get::<_, u64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, u64>(2)?,
+                r.get::<_, Vec<u8>>(3)?,
+            ))
+        })?;
+        let device = DeviceId::new(device_id).map_err(|_| StoreError::Corrupt("device id"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, kind, issued_wall_ms, sig) = row?;
+            out.push(SignedCommand {
+                device_id: device.clone(),
+                id,
+                kind: CommandKind::from_name(&kind).ok_or(StoreError::Corrupt("command kind"))?,
+                issued_wall_ms,
+                signature: sig
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("command signature"))?,
+            });
+        }
+        Ok(out)
+    }
+
+    fn mark_command_delivered(
+        &mut self,
+        device_id: &str,
+        command_id: u64,
+        at_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.0.execute(
+            "UPDATE commands SET delivered_ms = ?3
+             WHERE device_id = ?1 AND id = ?2 AND delivered_ms IS NULL",
+            params![device_id, command_id, at_ms],
+        )?;
+        Ok(())
+    }
+
+    fn silent_candidates(&mut self, before_ms: u64) -> Result<Vec<DeviceRow>, StoreError> {
+        super::read::devices(self.0, Some(before_ms))
+    }
+}

@@ -1,0 +1,177 @@
+//! The server's TLS configuration: TLS 1.3 only, ring provider, client certificates required and
+//! verified against the fleet CA and its CRL. [`TlsReloader`] rebuilds the configuration when
+//! the CRL file's mtime changes; new connections get the new one.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rustls::RootCertStore;
+use rustls::ServerConfig;
+use rustls::server::WebPkiClientVerifier;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use tokio::sync::watch;
+
+use crate::config::Config;
+
+/// Why a TLS configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// A file could not be read or holds no usable PEM.
+    #[error("{key} ({path}): {reason}")]
+    File {
+        /// The config key naming the file.
+        key: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// rustls refused the combination.
+    #[error("TLS configuration refused")]
+    Rustls(#[from] rustls::Error),
+    /// The client verifier could not be built (bad CA or CRL).
+    #[error("client verifier: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+}
+
+/// The files the configuration is built from.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Server certificate chain (PEM).
+    pub server_cert: PathBuf,
+    /// Server key (PEM).
+    pub server_key: PathBuf,
+    /// Fleet CA (PEM).
+    pub fleet_ca: PathBuf,
+    /// CRL (PEM or DER), optional.
+    pub crl: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    /// The files named in `config`.
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            server_cert: config.server_cert.clone(),
+            server_key: config.server_key.clone(),
+            fleet_ca: config.fleet_ca.clone(),
+            crl: config.crl.clone(),
+        }
+    }
+}
+
+fn file_err(key: &'static str, path: &Path, reason: impl ToString) -> TlsError {
+    TlsError::File {
+        key,
+        path: path.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+fn read_certs(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| file_err(key, path, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| file_err(key, path, e))?;
+    if certs.is_empty() {
+        return Err(file_err(key, path, "no certificate"));
+    }
+    Ok(certs)
+}
+
+fn read_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    let bytes = std::fs::read(path).map_err(|e| file_err("crl", path, e))?;
+    if bytes.starts_with(b"-----") {
+        CertificateRevocationListDer::pem_slice_iter(&bytes)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| file_err("crl", path, e))
+    } else {
+        Ok(vec![CertificateRevocationListDer::from(bytes)])
+    }
+}
+
+/// Builds the server configuration from the files.
+pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let chain = read_certs("server_cert", &files.server_cert)?;
+    let key = PrivateKeyDer::from_pem_file(&files.server_key)
+        .map_err(|e| file_err("server_key", &files.server_key, e))?;
+    let mut roots = RootCertStore::empty();
+    for ca in read_certs("fleet_ca", &files.fleet_ca)? {
+        roots
+            .add(ca)
+            .map_err(|e| file_err("fleet_ca", &files.fleet_ca, e))?;
+    }
+    let mut verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+    if let Some(crl) = &files.crl {
+        verifier = verifier
+            .with_crls(read_crls(crl)?)
+            .only_check_end_entity_revocation();
+    }
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier.build()?)
+        .with_single_cert(chain, key)?;
+    Ok(Arc::new(config))
+}
+
+fn mtime(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// Watches the CRL (and CA) files and publishes a rebuilt configuration when they change.
+#[derive(Debug)]
+pub struct TlsReloader {
+    files: TlsFiles,
+    seen: (Option<SystemTime>, Option<SystemTime>),
+    tx: watch::Sender<Arc<ServerConfig>>,
+}
+
+impl TlsReloader {
+    /// Builds the first configuration; the receiver always holds the current one.
+    pub fn new(files: TlsFiles) -> Result<(Self, watch::Receiver<Arc<ServerConfig>>), TlsError> {
+        let seen = Self::stamps(&files);
+        let config = server_config(&files)?;
+        let (tx, rx) = watch::channel(config);
+        Ok((Self { files, seen, tx }, rx))
+    }
+
+    fn stamps(files: &TlsFiles) -> (Option<SystemTime>, Option<SystemTime>) {
+        (files.crl.as_deref().and_then(mtime), mtime(&files.fleet_ca))
+    }
+
+    /// Rebuilds if a file changed; a failed rebuild keeps the old configuration (and is
+    /// retried at the next change).
+    pub fn poll(&mut self) -> bool {
+        let now = Self::stamps(&self.files);
+        if now == self.seen {
+            return false;
+        }
+        self.seen = now;
+        match server_config(&self.files) {
+            Ok(config) => {
+                tracing::info!("TLS configuration reloaded (CRL or CA changed)");
+                self.tx.send_replace(config);
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "TLS reload failed; keeping the previous configuration");
+                false
+            }
+        }
+    }
+
+    /// Polls every `every` until `stop` resolves.
+    pub async fn run(mut self, every: Duration, stop: tokio_util::sync::CancellationToken) {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => { self.poll(); }
+            }
+        }
+    }
+}
