@@ -45,6 +45,8 @@ pub struct AgentContext {
     pub api: ApiConfig,
     /// Clerk logins and sessions.
     pub clerks: Arc<Clerks>,
+    /// Uplink counters, when an uplink is configured.
+    pub uplink: Option<Arc<crate::uplink::UplinkStats>>,
 }
 
 /// Who is on the other end of a connection.

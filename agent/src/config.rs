@@ -78,6 +78,8 @@ pub struct AgentConfig {
     pub storage: StorageConfig,
     /// `[auth]`: clerk authentication (Argon2id, throttling, sessions).
     pub auth: crate::auth::AuthConfig,
+    /// `[uplink]`: the collector (absent: the journal stays on the terminal).
+    pub uplink: Option<crate::uplink::UplinkConfig>,
 }
 
 /// A configuration that cannot be used, with the key and the problem.
@@ -132,6 +134,9 @@ impl AgentConfig {
         self.secure_element.validate()?;
         self.journal.validate()?;
         self.auth.validate().map_err(|e| e.to_string())?;
+        if let Some(uplink) = &self.uplink {
+            uplink.validate()?;
+        }
         if self.api.max_connections == 0 {
             return Err("api.max_connections: must be at least 1".to_owned());
         }

@@ -90,6 +90,10 @@ pub async fn run(
         Arc::new(clerks)
     };
 
+    let uplink_stats = config
+        .uplink
+        .as_ref()
+        .map(|_| Arc::new(crate::uplink::UplinkStats::default()));
     let listener = api::bind(&config.api.socket, config.api.socket_mode).with_context(|| {
         format!(
             "binding the local API socket {}",
@@ -104,6 +108,7 @@ pub async fn run(
         started: Instant::now(),
         api: config.api.clone(),
         clerks: clerks.clone(),
+        uplink: uplink_stats.clone(),
     });
     let stop = CancellationToken::new();
     let server = tokio::spawn(api::serve(listener, ctx, stop.clone()));
@@ -123,6 +128,20 @@ pub async fn run(
             }
         })
     };
+    let uplink = match (&config.uplink, &uplink_stats) {
+        (Some(uplink_config), Some(stats)) => Some(crate::uplink::spawn(
+            crate::uplink::UplinkDeps {
+                config: uplink_config.clone(),
+                journal: journal.clone(),
+                element: element.clone(),
+                clerks: clerks.clone(),
+                clock,
+                stats: stats.clone(),
+            },
+            stop.clone(),
+        )?),
+        _ => None,
+    };
     tracing::info!(socket = %config.api.socket.display(), head = report.head_seq, "posguard agent ready");
     ready();
 
@@ -131,6 +150,9 @@ pub async fn run(
     stop.cancel();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), server).await;
     let _ = sweeper.await;
+    if let Some(handle) = uplink {
+        let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+    }
     let _ = std::fs::remove_file(&config.api.socket);
     journal
         .append(Event::new(

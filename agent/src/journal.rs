@@ -188,6 +188,11 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Result<Vec<Record>, JournalError>>,
     },
     Certs(oneshot::Sender<Result<Vec<Vec<u8>>, JournalError>>),
+    Checkpoints {
+        from: u64,
+        to: u64,
+        reply: oneshot::Sender<Result<Vec<Vec<u8>>, JournalError>>,
+    },
     Tick,
     Shutdown(oneshot::Sender<Result<(), JournalError>>),
 }
@@ -317,6 +322,12 @@ impl Journal {
     /// The encoded journal-key certificates of the records still stored.
     pub async fn certs(&self) -> Result<Vec<Vec<u8>>, JournalError> {
         self.ask(Command::Certs).await?
+    }
+
+    /// The encoded checkpoints at sequence numbers `from..=to`.
+    pub async fn checkpoints(&self, from: u64, to: u64) -> Result<Vec<Vec<u8>>, JournalError> {
+        self.ask(|reply| Command::Checkpoints { from, to, reply })
+            .await?
     }
 
     /// Writes a final checkpoint, makes everything durable and stops the writer.

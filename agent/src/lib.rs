@@ -9,8 +9,18 @@
 //! - [`clock`]: wall time, the boot clock and the boot id for event stamps.
 //! - [`datakey`]: the TPM-sealed data key and AES-256-GCM for secrets at rest.
 //! - [`journal`]: the signed, hash-chained audit journal in sled.
+//! - [`uplink`]: shipping the journal to the collector over mTLS with the TPM-held key.
 //! - [`config`]: the agent's TOML configuration, validated with errors that name the key.
 #![forbid(unsafe_code)]
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
+)]
 
 pub mod api;
 pub mod auth;
@@ -20,6 +30,7 @@ pub mod config;
 pub mod daemon;
 pub mod datakey;
 pub mod journal;
+pub mod uplink;
 
 /// Exit code for bad usage or configuration (sysexits EX_USAGE); systemd does not restart on it.
 pub const EXIT_USAGE: u8 = 64;

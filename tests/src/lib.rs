@@ -108,3 +108,152 @@ impl Drop for AgentProcess {
         let _ = self.child.wait();
     }
 }
+
+/// A throwaway fleet PKI: the fleet CA, the collector's server certificate for `localhost`,
+/// and device certificates for secure-element keys, written as PEM files in `dir`.
+pub struct Fleet {
+    /// Where the PEM files are.
+    pub dir: tempfile::TempDir,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl std::fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fleet")
+            .field("dir", &self.dir.path())
+            .finish()
+    }
+}
+
+impl Fleet {
+    /// A new CA named `name`, with `fleet-ca.pem`, `server.pem` and `server.key` written.
+    ///
+    /// # Panics
+    /// On any I/O or rcgen failure (test support).
+    #[allow(clippy::unwrap_used)]
+    pub fn new(name: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let cert = params.self_signed(&key).unwrap();
+        std::fs::write(dir.path().join("fleet-ca.pem"), cert.pem()).unwrap();
+        let issuer = rcgen::Issuer::new(params, key);
+        let server_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let server = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .signed_by(&server_key, &issuer)
+            .unwrap();
+        std::fs::write(dir.path().join("server.pem"), server.pem()).unwrap();
+        std::fs::write(dir.path().join("server.key"), server_key.serialize_pem()).unwrap();
+        Fleet { dir, issuer }
+    }
+
+    /// Path of a file in the fleet directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Issues a device certificate for the identity key of `element` and writes it to `out`.
+    ///
+    /// # Panics
+    /// On failure (test support).
+    #[allow(clippy::unwrap_used)]
+    pub fn device_cert(
+        &self,
+        element: std::sync::Arc<dyn posguard_hal::SecureElement>,
+        id: &str,
+        out: &std::path::Path,
+    ) {
+        let key = posguard_hal::csr::IdentityCsrKey::new(element).unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, id);
+        params.subject_alt_names = vec![rcgen::SanType::URI(
+            format!("urn:posguard:device:{id}").try_into().unwrap(),
+        )];
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        std::fs::write(out, cert.pem()).unwrap();
+    }
+}
+
+/// A free loopback TCP port (bound, read, released).
+///
+/// # Panics
+/// If no port can be bound.
+#[allow(clippy::unwrap_used)]
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `posguard-collector serve`, killed on drop.
+#[derive(Debug)]
+pub struct CollectorProcess {
+    child: std::process::Child,
+    config: PathBuf,
+    port: u16,
+}
+
+impl CollectorProcess {
+    /// Starts the collector with `config` and waits until `port` accepts connections.
+    ///
+    /// # Panics
+    /// If it exits or does not come up within 20 s.
+    #[allow(clippy::expect_used, clippy::panic)]
+    pub fn start(config: &std::path::Path, port: u16) -> Self {
+        let child = command("posguard-collector")
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("start posguard-collector");
+        let mut c = CollectorProcess {
+            child,
+            config: config.to_path_buf(),
+            port,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = c.child.try_wait() {
+                panic!("posguard-collector exited during start: {status}");
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return c;
+            }
+            if std::time::Instant::now() > deadline {
+                panic!("posguard-collector did not listen on {port} within 20 s");
+            }
+            // Polling interval while waiting for the listener, not a synchronisation sleep.
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    /// SIGKILL, then start again on the same configuration.
+    pub fn kill_and_restart(mut self) -> Self {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        Self::start(&self.config, self.port)
+    }
+
+    /// SIGKILL without restarting.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for CollectorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

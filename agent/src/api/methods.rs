@@ -61,7 +61,9 @@ async fn status(ctx: &Ctx) -> MethodResult {
         },
         "uptime_secs": ctx.started.elapsed().as_secs(),
         "condition": condition,
+        "lockdown": ctx.clerks.lockdown(),
         "journal": journal,
+        "uplink": ctx.uplink.as_ref().map(|u| u.to_json()),
     }))
 }
 

@@ -364,6 +364,19 @@ impl Writer {
             } => {
                 let _ = reply.send(self.read(from, max_count, max_bytes));
             }
+            Command::Checkpoints { from, to, reply } => {
+                let found = self
+                    .store
+                    .checkpoints
+                    .range(seq_key(from)..=seq_key(to))
+                    .map(|i| i.map(|(_, v)| v.to_vec()))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|source| JournalError::Db {
+                        context: "read checkpoints",
+                        source,
+                    });
+                let _ = reply.send(found);
+            }
             Command::Certs(reply) => {
                 let certs = self
                     .store
