@@ -30,6 +30,7 @@ pub mod config;
 pub mod daemon;
 pub mod datakey;
 pub mod journal;
+pub mod prompt;
 pub mod uplink;
 
 /// Exit code for bad usage or configuration (sysexits EX_USAGE); systemd does not restart on it.

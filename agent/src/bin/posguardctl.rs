@@ -21,6 +21,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Log in as a clerk: the PIN or password is read without echo, then the TOTP code if the
+    /// role needs one. Prints the session token.
+    Login {
+        /// The clerk id.
+        clerk: String,
+    },
     /// Show the agent's status: identity, secure element, journal, any tamper condition.
     Status,
     /// Call any local API method with JSON parameters and print the result (for scripts).
@@ -88,6 +94,49 @@ fn call(socket: &std::path::Path, method: &str, params: &str) -> ExitCode {
     }
 }
 
+fn login(socket: &std::path::Path, clerk: &str) -> ExitCode {
+    use posguard_agent::prompt::read_secret;
+    let secret = match read_secret("PIN or password: ") {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("posguardctl: cannot read the secret: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("posguardctl: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let mut client = posguard_agent::api::client::Client::connect(socket).await?;
+        let first = client
+            .call("login", serde_json::json!({"clerk": clerk, "secret": secret.as_str()}))
+            .await?;
+        if first["status"] == "mfa_required" {
+            let code = read_secret("TOTP code: ").map_err(posguard_agent::api::client::ClientError::Io)?;
+            client
+                .call("verify_mfa", serde_json::json!({"challenge": first["challenge"], "totp": code.as_str()}))
+                .await
+        } else {
+            Ok(first)
+        }
+    });
+    match result {
+        Ok(granted) => {
+            eprintln!("logged in as {} ({})", clerk, granted["role"].as_str().unwrap_or("?"));
+            println!("{}", granted["token"].as_str().unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("posguardctl: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -99,6 +148,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Status => call(&cli.socket, "status", "{}"),
+        Command::Login { clerk } => login(&cli.socket, &clerk),
         Command::JournalEvents { path } => match posguard_agent::journal::read_events(&path) {
             Ok(events) => {
                 for (seq, event) in events {
