@@ -8,7 +8,10 @@ use zeroize::Zeroizing;
 
 /// Prints `prompt` and reads one line without echoing it; the newline is not included.
 pub fn read_secret(prompt: &str) -> std::io::Result<Zeroizing<String>> {
-    let tty = std::fs::OpenOptions::new().read(true).write(true).open("/dev/tty");
+    let tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty");
     let Ok(mut tty) = tty else {
         let mut line = Zeroizing::new(String::new());
         std::io::stdin().lock().read_line(&mut line)?;

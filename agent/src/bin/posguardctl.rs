@@ -103,7 +103,10 @@ fn login(socket: &std::path::Path, clerk: &str) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("posguardctl: {e}");
@@ -113,12 +116,19 @@ fn login(socket: &std::path::Path, clerk: &str) -> ExitCode {
     let result = runtime.block_on(async {
         let mut client = posguard_agent::api::client::Client::connect(socket).await?;
         let first = client
-            .call("login", serde_json::json!({"clerk": clerk, "secret": secret.as_str()}))
+            .call(
+                "login",
+                serde_json::json!({"clerk": clerk, "secret": secret.as_str()}),
+            )
             .await?;
         if first["status"] == "mfa_required" {
-            let code = read_secret("TOTP code: ").map_err(posguard_agent::api::client::ClientError::Io)?;
+            let code =
+                read_secret("TOTP code: ").map_err(posguard_agent::api::client::ClientError::Io)?;
             client
-                .call("verify_mfa", serde_json::json!({"challenge": first["challenge"], "totp": code.as_str()}))
+                .call(
+                    "verify_mfa",
+                    serde_json::json!({"challenge": first["challenge"], "totp": code.as_str()}),
+                )
                 .await
         } else {
             Ok(first)
@@ -126,7 +136,11 @@ fn login(socket: &std::path::Path, clerk: &str) -> ExitCode {
     });
     match result {
         Ok(granted) => {
-            eprintln!("logged in as {} ({})", clerk, granted["role"].as_str().unwrap_or("?"));
+            eprintln!(
+                "logged in as {} ({})",
+                clerk,
+                granted["role"].as_str().unwrap_or("?")
+            );
             println!("{}", granted["token"].as_str().unwrap_or_default());
             ExitCode::SUCCESS
         }

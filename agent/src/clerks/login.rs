@@ -213,10 +213,18 @@ impl Clerks {
             &budget,
             &attempt,
         );
-        self.store
-            .put_throttle(clerk, &d.throttle)
-            .map_err(internal)?;
-        self.store.put_budget(&d.budget).map_err(internal)?;
+        // Persist (and fsync) only what changed: a clean login touches nothing on disk.
+        let mut dirty = false;
+        if d.throttle != throttle {
+            self.store
+                .put_throttle(clerk, &d.throttle)
+                .map_err(internal)?;
+            dirty = true;
+        }
+        if d.budget != budget {
+            self.store.put_budget(&d.budget).map_err(internal)?;
+            dirty = true;
+        }
         if let LoginOutcome::Granted {
             totp_step: Some(step),
             ..
@@ -228,7 +236,9 @@ impl Clerks {
             }
             self.store.put_clerk(clerk, &updated).map_err(internal)?;
         }
-        self.store.sync().map_err(internal)?;
+        if dirty {
+            self.store.sync().map_err(internal)?;
+        }
         self.audit_facts(clerk, peer, &d.facts).await?;
         let actor = Actor::Clerk(clerk.clone());
         match d.outcome {
