@@ -129,6 +129,10 @@ pub trait SecureElement: Send + Sync + std::fmt::Debug {
     /// `len` random bytes from the secure element's RNG.
     fn random(&self, len: usize) -> Result<Zeroizing<Vec<u8>>, HalError>;
 
+    /// Whether the secure element refuses authorisations because of dictionary-attack lockout
+    /// (a TPM in lockout cannot be provisioned). The software backend never is.
+    fn in_lockout(&self) -> Result<bool, HalError>;
+
     /// Removes the identity key, the counter and (software) the storage key: decommissioning.
     /// What is already absent is not an error.
     fn destroy(&self) -> Result<(), HalError>;

@@ -292,6 +292,10 @@ impl SecureElement for SoftwareElement {
         Ok(out)
     }
 
+    fn in_lockout(&self) -> Result<bool, HalError> {
+        Ok(false)
+    }
+
     fn destroy(&self) -> Result<(), HalError> {
         let _g = self.guard();
         for name in [IDENTITY_FILE, STORAGE_FILE, COUNTER_FILE] {

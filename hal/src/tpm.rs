@@ -127,6 +127,29 @@ impl SecureElement for TpmElement {
         })
     }
 
+    fn in_lockout(&self) -> Result<bool, HalError> {
+        self.worker.call(|s| {
+            use tss_esapi::constants::{CapabilityType, PropertyTag};
+            use tss_esapi::structures::CapabilityData;
+            let (data, _) = s
+                .ctx
+                .get_capability(
+                    CapabilityType::TpmProperties,
+                    tss_esapi::constants::tss::TPM2_PT_PERMANENT,
+                    1,
+                )
+                .map_err(HalError::tpm("read TPM properties"))?;
+            let permanent = match data {
+                CapabilityData::TpmProperties(list) => {
+                    list.find(PropertyTag::Permanent).map(|p| p.value())
+                }
+                _ => None,
+            };
+            // TPMA_PERMANENT bit 9: inLockout.
+            Ok(permanent.is_some_and(|v| v & (1 << 9) != 0))
+        })
+    }
+
     fn destroy(&self) -> Result<(), HalError> {
         self.worker.call(|s| {
             s.evict_identity_key()?;

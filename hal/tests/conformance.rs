@@ -212,3 +212,7 @@ conformance!(tls13_mutual_auth_with_the_identity_key, |fx| {
     se.ensure_identity_key(KeyMode::OpenOrCreate).unwrap();
     support::tls::handshake_with_client_key(se);
 });
+
+conformance!(a_fresh_secure_element_is_not_in_lockout, |fx| {
+    assert!(!fx.open().in_lockout().unwrap());
+});
