@@ -3,6 +3,7 @@
 //! - a clerk's whole login through the socket (Argon2id verify, throttle state fsynced, the
 //!   audit event durable) beside the Argon2id verify alone, so the overhead is the difference;
 //! - `touch` (session validation) through the socket with 64 concurrent clients.
+//!
 //! Run: `cargo bench -p posguard-agent --bench auth`.
 #![allow(
     clippy::unwrap_used,

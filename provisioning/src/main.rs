@@ -9,6 +9,8 @@ use posguard_hal::SecureElementConfig;
 use posguard_provision::report::Report;
 use posguard_provision::selftest;
 
+mod commands;
+
 /// Exit code for bad usage or configuration (sysexits EX_USAGE).
 const EXIT_USAGE: u8 = 64;
 
@@ -20,17 +22,137 @@ struct Cli {
     command: Command,
 }
 
+/// Where the secure element is.
+#[derive(Debug, clap::Args)]
+struct ElementArgs {
+    /// TPM TCTI (default: the kernel resource manager, device:/dev/tpmrm0).
+    #[arg(long, default_value = posguard_hal::config::DEFAULT_TCTI)]
+    tcti: String,
+    /// Use the software backend with keys in this directory instead of a TPM (development
+    /// only: keys are files, not hardware).
+    #[arg(long, value_name = "DIR")]
+    software_keys: Option<PathBuf>,
+}
+
+impl ElementArgs {
+    fn config(&self) -> SecureElementConfig {
+        match &self.software_keys {
+            Some(dir) => SecureElementConfig::software(dir),
+            None => SecureElementConfig::tpm(self.tcti.clone()),
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Provision this terminal: TPM checks, identity key, CSR, enrollment with a one-time
+    /// token, data key, configuration; with --admin, the first admin and a self-test.
+    Init {
+        /// The collector, host:port.
+        #[arg(long)]
+        collector: String,
+        /// The one-time enrollment token from operations.
+        #[arg(long)]
+        token: String,
+        /// The fleet CA certificate (PEM).
+        #[arg(long)]
+        fleet_ca: PathBuf,
+        /// This terminal's device id.
+        #[arg(long)]
+        device_id: String,
+        /// The name in the collector's certificate (default: the host of --collector).
+        #[arg(long)]
+        server_name: Option<String>,
+        /// The operations public key (hex) that signed commands are checked with.
+        #[arg(long)]
+        ops_public_key: Option<String>,
+        /// Configuration directory.
+        #[arg(long, default_value = "/etc/posguard")]
+        config_dir: PathBuf,
+        /// State directory.
+        #[arg(long, default_value = "/var/lib/posguard")]
+        state_dir: PathBuf,
+        /// The agent's socket (for the first admin and the self-test).
+        #[arg(long, default_value = "/run/posguard/agent.sock")]
+        socket: PathBuf,
+        /// Enroll this first admin (SuperAdmin) through the running agent, then self-test.
+        /// The password is read without echo, then a current TOTP code.
+        #[arg(long)]
+        admin: Option<String>,
+        /// Redo everything, replacing the identity key.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        element: ElementArgs,
+        /// Print a machine-readable JSON report instead of progress lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The first admin (SuperAdmin, TOTP shown as a QR code and confirmed) and the self-test,
+    /// through the running agent. Needs root, and no clerk enrolled yet.
+    Admin {
+        /// The admin's clerk id.
+        #[arg(long)]
+        admin: String,
+        /// The agent's socket.
+        #[arg(long, default_value = "/run/posguard/agent.sock")]
+        socket: PathBuf,
+        /// Print a machine-readable JSON report.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Offline path, step 1: write a CSR for this terminal's identity key to a file.
+    Csr {
+        /// This terminal's device id.
+        #[arg(long)]
+        device_id: String,
+        /// Where to write the CSR (PEM).
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        element: ElementArgs,
+    },
+    /// Offline path, step 2: install the certificate chain signed by the fleet CA.
+    InstallCert {
+        /// The chain (PEM, leaf first).
+        #[arg(long)]
+        chain: PathBuf,
+        /// Configuration directory.
+        #[arg(long, default_value = "/etc/posguard")]
+        config_dir: PathBuf,
+        #[command(flatten)]
+        element: ElementArgs,
+    },
+    /// Identity, certificate expiry, TPM and collector reachability.
+    Status {
+        /// Configuration directory.
+        #[arg(long, default_value = "/etc/posguard")]
+        config_dir: PathBuf,
+        #[command(flatten)]
+        element: ElementArgs,
+    },
+    /// Decommission: ship the remaining journal, then remove the TPM keys, the sealed data key,
+    /// the state and the configuration. Asks for confirmation unless --yes.
+    Decommission {
+        /// Configuration directory.
+        #[arg(long, default_value = "/etc/posguard")]
+        config_dir: PathBuf,
+        /// State directory.
+        #[arg(long, default_value = "/var/lib/posguard")]
+        state_dir: PathBuf,
+        /// The agent's socket.
+        #[arg(long, default_value = "/run/posguard/agent.sock")]
+        socket: PathBuf,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        element: ElementArgs,
+    },
     /// Exercise the secure element: key, signature, sealing, counter, RNG; one line per step.
     Selftest {
-        /// TPM TCTI (default: the kernel resource manager, device:/dev/tpmrm0).
-        #[arg(long, default_value = posguard_hal::config::DEFAULT_TCTI)]
-        tcti: String,
-        /// Use the software backend with keys in this directory instead of a TPM (development
-        /// only: keys are files, not hardware).
-        #[arg(long, value_name = "DIR")]
-        software_keys: Option<PathBuf>,
+        #[command(flatten)]
+        element: ElementArgs,
         /// Only check what exists; do not create the identity key or the counter.
         #[arg(long)]
         check_only: bool,
@@ -62,16 +184,73 @@ fn main() -> ExitCode {
         )
         .init();
     match cli.command {
+        Command::Init {
+            collector,
+            token,
+            fleet_ca,
+            device_id,
+            server_name,
+            ops_public_key,
+            config_dir,
+            state_dir,
+            socket,
+            admin,
+            force,
+            element,
+            json,
+        } => {
+            let server_name = server_name.unwrap_or_else(|| {
+                collector
+                    .rsplit_once(':')
+                    .map_or(collector.clone(), |(h, _)| h.to_owned())
+            });
+            let plan = posguard_provision::init::InitPlan {
+                collector,
+                server_name,
+                token,
+                fleet_ca,
+                device_id,
+                config_dir,
+                state_dir,
+                socket: socket.clone(),
+                secure_element: element.config(),
+                force,
+                ops_public_key,
+            };
+            commands::init(&plan, admin.as_deref(), json)
+        }
+        Command::Admin {
+            admin,
+            socket,
+            json,
+        } => commands::admin(&socket, &admin, json),
+        Command::Csr {
+            device_id,
+            out,
+            element,
+        } => commands::csr(&element.config(), &device_id, &out),
+        Command::InstallCert {
+            chain,
+            config_dir,
+            element,
+        } => commands::install_cert(&element.config(), &chain, &config_dir),
+        Command::Status {
+            config_dir,
+            element,
+        } => commands::status(&element.config(), &config_dir),
+        Command::Decommission {
+            config_dir,
+            state_dir,
+            socket,
+            yes,
+            element,
+        } => commands::decommission(&element.config(), &config_dir, &state_dir, &socket, yes),
         Command::Selftest {
-            tcti,
-            software_keys,
+            element,
             check_only,
             json,
         } => {
-            let config = match software_keys {
-                Some(dir) => SecureElementConfig::software(dir),
-                None => SecureElementConfig::tpm(tcti),
-            };
+            let config = element.config();
             let mode = if check_only {
                 selftest::Mode::CheckOnly
             } else {

@@ -52,6 +52,57 @@ impl Report {
         value
     }
 
+    /// Like [`Report::step`], with a spinner on stderr while it runs (when stderr is a terminal).
+    pub fn step_slow<T, E: std::fmt::Display>(
+        &mut self,
+        name: &str,
+        f: impl FnOnce() -> Result<(T, String), E>,
+    ) -> Option<T> {
+        use std::io::IsTerminal;
+        if self.quiet || !std::io::stderr().is_terminal() {
+            return self.step(name, f);
+        }
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let spinner = {
+            let (done, name) = (done.clone(), name.to_owned());
+            std::thread::spawn(move || {
+                let frames = ['|', '/', '-', '\\'];
+                let mut i = 0usize;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let frame = frames.get(i % frames.len()).copied().unwrap_or('|');
+                    let _ = write!(std::io::stderr(), "\r  [ {frame}  ] {name}");
+                    i = i.wrapping_add(1);
+                    std::thread::sleep(Duration::from_millis(120));
+                }
+                let _ = write!(std::io::stderr(), "\r\x1b[2K");
+            })
+        };
+        {
+            let started = Instant::now();
+            let result = f();
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            let _ = spinner.join();
+            let elapsed = started.elapsed();
+            match result {
+                Ok((v, detail)) => {
+                    self.record(name, true, detail, elapsed);
+                    Some(v)
+                }
+                Err(e) => {
+                    self.record(name, false, format!("{e:#}"), elapsed);
+                    None
+                }
+            }
+        }
+    }
+
+    /// Prints a block of text (a QR code, a URI) unless the report is quiet.
+    pub fn show(&self, text: &str) {
+        if !self.quiet {
+            let _ = writeln!(std::io::stdout(), "{text}");
+        }
+    }
+
     fn record(&mut self, name: &str, ok: bool, detail: String, elapsed: Duration) {
         let step = Step {
             name: name.to_owned(),

@@ -60,6 +60,7 @@ async fn status(ctx: &Ctx) -> MethodResult {
             "description": ctx.backend.description,
         },
         "uptime_secs": ctx.started.elapsed().as_secs(),
+        "pid": std::process::id(),
         "condition": condition,
         "lockdown": ctx.clerks.lockdown(),
         "journal": journal,

@@ -121,13 +121,13 @@ fn login(socket: &std::path::Path, clerk: &str) -> ExitCode {
                 serde_json::json!({"clerk": clerk, "secret": secret.as_str()}),
             )
             .await?;
-        if first["status"] == "mfa_required" {
+        if first.pointer("/status").cloned().unwrap_or_default() == "mfa_required" {
             let code =
                 read_secret("TOTP code: ").map_err(posguard_agent::api::client::ClientError::Io)?;
             client
                 .call(
                     "verify_mfa",
-                    serde_json::json!({"challenge": first["challenge"], "totp": code.as_str()}),
+                    serde_json::json!({"challenge": first.pointer("/challenge").cloned().unwrap_or_default(), "totp": code.as_str()}),
                 )
                 .await
         } else {
@@ -139,9 +139,22 @@ fn login(socket: &std::path::Path, clerk: &str) -> ExitCode {
             eprintln!(
                 "logged in as {} ({})",
                 clerk,
-                granted["role"].as_str().unwrap_or("?")
+                granted
+                    .pointer("/role")
+                    .cloned()
+                    .unwrap_or_default()
+                    .as_str()
+                    .unwrap_or("?")
             );
-            println!("{}", granted["token"].as_str().unwrap_or_default());
+            println!(
+                "{}",
+                granted
+                    .pointer("/token")
+                    .cloned()
+                    .unwrap_or_default()
+                    .as_str()
+                    .unwrap_or_default()
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {
