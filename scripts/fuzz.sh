@@ -42,4 +42,4 @@ fuzz_dir() {
   done
 }
 
-fuzz_dir proto decode_record decode_event decode_journal_cert decode_checkpoint
+fuzz_dir proto decode_record decode_event decode_journal_cert decode_checkpoint decode_local_api decode_uplink

@@ -136,12 +136,28 @@ fn main() -> Result<(), Box<dyn Error>> {
     ];
 
     let mut head = ChainHead::genesis(&device);
+    let mut batch = posguard_proto::uplink::UplinkBatch::new();
     for (name, event) in &events {
         let record = Record::build(&head, key_id, event, sign)?;
         head = record.head();
         write(&out, "decode_record", name, record.as_bytes())?;
         write(&out, "decode_event", name, &event.to_body_bytes()?)?;
+        batch.records.push(record.as_bytes().to_vec());
     }
+    batch.status = Some(posguard_proto::uplink::DeviceStatus {
+        agent_version: "0.1.0".to_owned(),
+        cert_not_after_unix: 1_800_000_000,
+        journal_head: head.seq,
+        journal_shipped: 0,
+        wall_ms: 1_763_900_000_000,
+    });
+    write(&out, "decode_uplink", "batch", &batch.to_bytes()?)?;
+    let ack = posguard_proto::uplink::UplinkAck {
+        highest_stored: head.seq,
+        next_expected: head.seq + 1,
+        commands: Vec::new(),
+    };
+    write(&out, "decode_uplink", "ack", &ack.to_bytes()?)?;
 
     let cert = UnsignedJournalKeyCert {
         device_id: device.clone(),
