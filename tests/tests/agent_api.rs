@@ -35,9 +35,10 @@ fn terminal(extra: &str) -> Terminal {
     std::fs::write(
         &config,
         format!(
-            "[device]\nid = \"term-0042\"\n\n[secure_element]\ntcti = \"{}\"\n\n[journal]\ndir = \"{}\"\n\n[api]\nsocket = \"{}\"\nmax_connections = 32\nidle_timeout_secs = 2\n{extra}",
+            "[device]\nid = \"term-0042\"\n\n[secure_element]\ntcti = \"{}\"\n\n[journal]\ndir = \"{}\"\n\n[storage]\ndir = \"{}\"\n\n[api]\nsocket = \"{}\"\nmax_connections = 32\nidle_timeout_secs = 2\n{extra}",
             tpm.tcti(),
             dir.path().join("journal").display(),
+            dir.path().join("state").display(),
             socket.display()
         ),
     )
