@@ -43,3 +43,4 @@ fuzz_dir() {
 }
 
 fuzz_dir proto decode_record decode_event decode_journal_cert decode_checkpoint decode_local_api decode_uplink
+fuzz_dir agent parse_config
