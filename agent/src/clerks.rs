@@ -191,16 +191,16 @@ impl Clerks {
                 }
             }
         };
-        if let Some((clerk, state)) = expired {
-            if let Some(limit) = state.limit() {
-                self.audit(
-                    Actor::Clerk(clerk.clone()),
-                    peer,
-                    EventKind::SessionExpired { clerk, limit },
-                    None,
-                )
-                .await?;
-            }
+        if let Some((clerk, state)) = expired
+            && let Some(limit) = state.limit()
+        {
+            self.audit(
+                Actor::Clerk(clerk.clone()),
+                peer,
+                EventKind::SessionExpired { clerk, limit },
+                None,
+            )
+            .await?;
         }
         Err(unauthenticated())
     }

@@ -111,14 +111,14 @@ fn driver_path() -> PathBuf {
         })
         .filter_map(|e| modified(&e.path()))
         .max();
-    if let (Some(lib), Some(drv)) = (newest_lib, modified(&path)) {
-        if lib > drv {
-            println!(
-                "WARNING: {} is older than the agent library and may be stale; \
+    if let (Some(lib), Some(drv)) = (newest_lib, modified(&path))
+        && lib > drv
+    {
+        println!(
+            "WARNING: {} is older than the agent library and may be stale; \
                  rebuild it with `cargo build -p posguard-agent --examples`",
-                path.display()
-            );
-        }
+            path.display()
+        );
     }
     path
 }

@@ -54,7 +54,7 @@ pub fn hex(bytes: &[u8]) -> String {
 /// Decodes lower-case or upper-case hex; `None` on odd length or a non-hex character.
 pub fn unhex(text: &str) -> Option<Vec<u8>> {
     let text = text.trim();
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len())

@@ -33,10 +33,10 @@ pub fn peer_from_cert(der: &[u8]) -> Result<Peer, PeerError> {
     let mut ids = Vec::new();
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for name in &san.value.general_names {
-            if let GeneralName::URI(uri) = name {
-                if let Some(id) = uri.strip_prefix(DEVICE_URI_PREFIX) {
-                    ids.push(id.to_owned());
-                }
+            if let GeneralName::URI(uri) = name
+                && let Some(id) = uri.strip_prefix(DEVICE_URI_PREFIX)
+            {
+                ids.push(id.to_owned());
             }
         }
     }

@@ -154,10 +154,10 @@ impl Checkpoint {
         if !dik.verify(&self.signing_bytes(), &self.signature) {
             return fail(VerifyReason::BadCheckpointSignature);
         }
-        if let Some(hash) = record_hash_at_seq {
-            if hash != &self.fields.head_hash {
-                return fail(VerifyReason::CheckpointMismatch);
-            }
+        if let Some(hash) = record_hash_at_seq
+            && hash != &self.fields.head_hash
+        {
+            return fail(VerifyReason::CheckpointMismatch);
         }
         Ok(())
     }

@@ -163,13 +163,13 @@ pub fn parse_request(line: &[u8]) -> Result<Request, Response> {
             ApiError::new(ErrorCode::BadJson, format!("not a request object: {e}")),
         )
     })?;
-    if let RequestId::Text(t) = &request.id {
-        if t.len() > 64 {
-            return Err(Response::err(
-                None,
-                ApiError::new(ErrorCode::BadJson, "id longer than 64 bytes"),
-            ));
-        }
+    if let RequestId::Text(t) = &request.id
+        && t.len() > 64
+    {
+        return Err(Response::err(
+            None,
+            ApiError::new(ErrorCode::BadJson, "id longer than 64 bytes"),
+        ));
     }
     if request.v != crate::version::LOCAL_API_VERSION {
         return Err(Response::err(

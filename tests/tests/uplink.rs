@@ -189,7 +189,7 @@ fn cutting_proxy(target: u16, cut_one_in: u64) -> (u16, Arc<AtomicU64>) {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
-            let limit = if seed % cut_one_in == 0 {
+            let limit = if seed.is_multiple_of(cut_one_in) {
                 Some(200 + (seed >> 8) % 60_000)
             } else {
                 None

@@ -88,10 +88,10 @@ impl Clerks {
         }
         check_secret(request.role, &request.secret, &self.config.secrets)
             .map_err(|e| bad(format!("secret: {e}")))?;
-        if let Some((a, b)) = request.allowed_hours {
-            if a > 23 || b > 23 {
-                return Err(bad("allowed_hours: hours are 0 to 23"));
-            }
+        if let Some((a, b)) = request.allowed_hours
+            && (a > 23 || b > 23)
+        {
+            return Err(bad("allowed_hours: hours are 0 to 23"));
         }
         let salt = self.random::<16>()?;
         let params = self.config.argon2;
@@ -336,10 +336,10 @@ impl Clerks {
         self.admin(token, peer, Permission::EnrollClerk).await?;
         let mut out = Vec::new();
         for id in self.store.clerk_ids().map_err(internal)? {
-            if let Ok(clerk) = ClerkId::new(id) {
-                if let Some(c) = self.store.clerk(&clerk).map_err(internal)? {
-                    out.push(json!({"clerk": clerk.as_str(), "role": c.record.role, "enabled": c.record.enabled, "mfa": c.totp.is_some()}));
-                }
+            if let Ok(clerk) = ClerkId::new(id)
+                && let Some(c) = self.store.clerk(&clerk).map_err(internal)?
+            {
+                out.push(json!({"clerk": clerk.as_str(), "role": c.record.role, "enabled": c.record.enabled, "mfa": c.totp.is_some()}));
             }
         }
         Ok(json!(out))

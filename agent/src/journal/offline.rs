@@ -95,10 +95,10 @@ pub fn read_events(dir: &Path) -> Result<Vec<(u64, Event)>, JournalError> {
             context: "read records",
             source,
         })?;
-        if let Ok(record) = Record::from_bytes(&v) {
-            if let Ok(event) = record.event() {
-                out.push((record.seq(), event));
-            }
+        if let Ok(record) = Record::from_bytes(&v)
+            && let Ok(event) = record.event()
+        {
+            out.push((record.seq(), event));
         }
     }
     Ok(out)

@@ -160,18 +160,18 @@ pub(crate) fn scan(
         return Ok(scan);
     }
     // The stored head says how far the chain went: missing records at the end are truncation.
-    if let Some(stored) = store.stored_head()? {
-        if stored.seq > scan.head.seq {
-            scan.problem = Some((
+    if let Some(stored) = store.stored_head()?
+        && stored.seq > scan.head.seq
+    {
+        scan.problem = Some((
+            scan.head.seq.saturating_add(1),
+            format!(
+                "records {}..={} are missing",
                 scan.head.seq.saturating_add(1),
-                format!(
-                    "records {}..={} are missing",
-                    scan.head.seq.saturating_add(1),
-                    stored.seq
-                ),
-            ));
-            return Ok(scan);
-        }
+                stored.seq
+            ),
+        ));
+        return Ok(scan);
     }
     if let Some(bytes) = store.get(META_LAST_CHECKPOINT)? {
         let cp = match Checkpoint::from_bytes(&bytes) {

@@ -206,11 +206,11 @@ fn recover(
     if let Some((old_store, scan)) = &old {
         // Keep what verified: the base, the records up to the last good one, their certificates.
         let verified = scan.as_ref().map(|s| s.head.seq).unwrap_or(0);
-        if let Some(base) = old_store.head_at(META_BASE).ok().flatten() {
-            if base.seq <= verified {
-                fresh.put(META_BASE, &Store::head_bytes(&base))?;
-                head = base;
-            }
+        if let Some(base) = old_store.head_at(META_BASE).ok().flatten()
+            && base.seq <= verified
+        {
+            fresh.put(META_BASE, &Store::head_bytes(&base))?;
+            head = base;
         }
         for item in old_store.records.range(..=seq_key(verified)) {
             let Ok((k, v)) = item else { break };

@@ -269,10 +269,8 @@ impl Writer {
         let due = self.since_checkpoint >= self.config.checkpoint_every
             || (self.since_checkpoint > 0
                 && self.checkpoint_at.elapsed() >= self.config.checkpoint_interval());
-        if due {
-            if let Err(e) = self.checkpoint() {
-                tracing::error!(error = %e, "journal checkpoint failed");
-            }
+        if due && let Err(e) = self.checkpoint() {
+            tracing::error!(error = %e, "journal checkpoint failed");
         }
     }
 

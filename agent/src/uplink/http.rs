@@ -50,12 +50,11 @@ fn tls_cause(e: &(dyn std::error::Error + 'static)) -> Option<rustls::Error> {
         if let Some(t) = err.downcast_ref::<rustls::Error>() {
             return Some(t.clone());
         }
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if let Some(inner) = io.get_ref() {
-                if let Some(t) = inner.downcast_ref::<rustls::Error>() {
-                    return Some(t.clone());
-                }
-            }
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && let Some(inner) = io.get_ref()
+            && let Some(t) = inner.downcast_ref::<rustls::Error>()
+        {
+            return Some(t.clone());
         }
         cur = err.source();
     }

@@ -31,11 +31,9 @@ fn event_json(e: StoredEvent, export: bool) -> Value {
         "received_time": format_ms(e.received_ms),
         "event": event,
     });
-    if export {
-        if let Some(m) = v.as_object_mut() {
-            m.insert("schema".into(), json!("posguard.event.v1"));
-            m.insert("vendor".into(), json!("posguard"));
-        }
+    if export && let Some(m) = v.as_object_mut() {
+        m.insert("schema".into(), json!("posguard.event.v1"));
+        m.insert("vendor".into(), json!("posguard"));
     }
     v
 }
