@@ -10,6 +10,8 @@
 //! - [`datakey`]: the TPM-sealed data key and AES-256-GCM for secrets at rest.
 //! - [`journal`]: the signed, hash-chained audit journal in sled.
 //! - [`uplink`]: shipping the journal to the collector over mTLS with the TPM-held key.
+//! - [`notify`]: systemd's notification protocol (READY, WATCHDOG, STOPPING, STATUS), no libsystemd.
+//! - [`logging`]: journald with structured fields under systemd, plain stderr otherwise.
 //! - [`config`]: the agent's TOML configuration, validated with errors that name the key.
 #![forbid(unsafe_code)]
 #![cfg_attr(
@@ -30,6 +32,8 @@ pub mod config;
 pub mod daemon;
 pub mod datakey;
 pub mod journal;
+pub mod logging;
+pub mod notify;
 pub mod prompt;
 pub mod uplink;
 

@@ -35,12 +35,12 @@ fn run(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    posguard_agent::logging::init("posguard-agent");
+    let notifier = posguard_agent::notify::Notifier::from_env().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "systemd notifications disabled");
+        posguard_agent::notify::Notifier::disabled()
+    });
+    let socket = config.api.socket.clone();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -52,11 +52,40 @@ fn run(path: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(posguard_agent::daemon::run(
-        config,
-        posguard_agent::daemon::termination(),
-        || {},
-    )) {
+    let result = runtime.block_on(async {
+        let watchdog_stop = tokio_util::sync::CancellationToken::new();
+        let watchdog = posguard_agent::notify::watchdog_interval().map(|interval| {
+            tokio::spawn(posguard_agent::notify::watchdog(
+                notifier.clone(),
+                interval,
+                watchdog_stop.clone(),
+            ))
+        });
+        let shutdown = {
+            let notifier = notifier.clone();
+            async move {
+                posguard_agent::daemon::termination().await;
+                if let Err(e) = notifier.stopping("stopping: closing the journal") {
+                    tracing::warn!(error = %e, "STOPPING=1 not sent");
+                }
+            }
+        };
+        let ready = {
+            let notifier = notifier.clone();
+            move || {
+                if let Err(e) = notifier.ready(&format!("serving on {}", socket.display())) {
+                    tracing::error!(error = %e, "READY=1 not sent; systemd will time the start out");
+                }
+            }
+        };
+        let result = posguard_agent::daemon::run(config, shutdown, ready).await;
+        watchdog_stop.cancel();
+        if let Some(task) = watchdog {
+            let _ = task.await;
+        }
+        result
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
