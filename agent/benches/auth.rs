@@ -234,6 +234,36 @@ fn main() {
         c.join().unwrap();
     }
     println!("touch via socket, 64 clients:          {rate:9.0} validations/s");
+
+    // The transaction cache through the socket: 1 KiB values, 16 clients.
+    let value = data_encoding::BASE64.encode(&[0x42u8; 1024]);
+    for method in ["cache.put", "cache.get"] {
+        let n_per = 500usize;
+        let t = Instant::now();
+        let workers: Vec<_> = (0..16)
+            .map(|c| {
+                let (socket, value) = (socket.clone(), value.clone());
+                std::thread::spawn(move || {
+                    let (mut r, mut w) = connect(&socket);
+                    for i in 0..n_per {
+                        let id = format!("txn-{c}-{i}");
+                        let params = if method == "cache.put" {
+                            json!({"id": id, "value_b64": value})
+                        } else {
+                            json!({"id": id})
+                        };
+                        let v = call(&mut r, &mut w, method, params);
+                        assert_eq!(v["ok"], true, "{v}");
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+        let rate = (16 * n_per) as f64 / t.elapsed().as_secs_f64();
+        println!("{method} 1 KiB via socket, 16 clients: {rate:9.0} records/s");
+    }
     let _ = stop_tx.send(());
     rt.block_on(agent).unwrap().unwrap();
 }

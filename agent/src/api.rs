@@ -7,9 +7,11 @@
 //!   idle timeout, one response per request.
 //! - `methods`: dispatch, `status` and `audit.record`.
 //! - `auth_methods`: logins, sessions and clerk administration.
+//! - `cache_methods`: the encrypted transaction cache.
 //! - [`client`]: a small Rust client, used by `posguardctl`.
 
 mod auth_methods;
+mod cache_methods;
 pub mod client;
 mod conn;
 mod listener;
@@ -45,6 +47,8 @@ pub struct AgentContext {
     pub api: ApiConfig,
     /// Clerk logins and sessions.
     pub clerks: Arc<Clerks>,
+    /// The transaction cache.
+    pub cache: crate::cache::Cache,
     /// Uplink counters, when an uplink is configured.
     pub uplink: Option<Arc<crate::uplink::UplinkStats>>,
 }

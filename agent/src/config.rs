@@ -78,6 +78,8 @@ pub struct AgentConfig {
     pub storage: StorageConfig,
     /// `[auth]`: clerk authentication (Argon2id, throttling, sessions).
     pub auth: crate::auth::AuthConfig,
+    /// `[cache]`: the transaction cache.
+    pub cache: crate::cache::CacheConfig,
     /// `[uplink]`: the collector (absent: the journal stays on the terminal).
     pub uplink: Option<crate::uplink::UplinkConfig>,
 }
@@ -115,10 +117,17 @@ pub enum ConfigError {
 impl AgentConfig {
     /// Parses and validates `text`; `path` is only used in messages.
     pub fn parse(text: &str, path: &str) -> Result<Self, ConfigError> {
-        let config: AgentConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut config: AgentConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
             message: e.to_string().trim_end().to_owned(),
         })?;
+        // The journal and the cache live under the state directory unless placed elsewhere.
+        if config.journal.dir == JournalConfig::default().dir {
+            config.journal.dir = config.storage.dir.join("journal");
+        }
+        if config.cache.dir == crate::cache::CacheConfig::default().dir {
+            config.cache.dir = config.storage.dir.join("cache");
+        }
         config.validate().map_err(|message| ConfigError::Invalid {
             path: path.to_owned(),
             message,
@@ -134,6 +143,7 @@ impl AgentConfig {
         self.secure_element.validate()?;
         self.journal.validate()?;
         self.auth.validate().map_err(|e| e.to_string())?;
+        self.cache.validate()?;
         if let Some(uplink) = &self.uplink {
             uplink.validate()?;
         }
@@ -178,6 +188,20 @@ fn unreachable_device() -> DeviceId {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn journal_and_cache_follow_the_state_directory() {
+        let c = AgentConfig::parse(
+            "[device]\nid = \"t\"\n[storage]\ndir = \"/srv/pg\"\n",
+            "a.toml",
+        )
+        .unwrap();
+        assert_eq!(c.journal.dir, PathBuf::from("/srv/pg/journal"));
+        assert_eq!(c.cache.dir, PathBuf::from("/srv/pg/cache"));
+        let c =
+            AgentConfig::parse("[device]\nid = \"t\"\n[cache]\ndir = \"/x\"\n", "a.toml").unwrap();
+        assert_eq!(c.cache.dir, PathBuf::from("/x"));
+    }
 
     #[test]
     fn minimal_file_means_defaults() {

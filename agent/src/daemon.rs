@@ -90,6 +90,16 @@ pub async fn run(
         Arc::new(clerks)
     };
 
+    let cache = {
+        let (element, dir, cc) = (element.clone(), state_dir.clone(), config.cache.clone());
+        let audit = Arc::new(crate::cache::JournalAudit::new(journal.clone(), clock));
+        tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let keyring = crate::datakey::Keyring::open(element, &dir)
+                .context("unsealing the cache's data keys")?;
+            crate::cache::Cache::open(&cc, keyring, audit).context("opening the transaction cache")
+        })
+        .await??
+    };
     let uplink_stats = config
         .uplink
         .as_ref()
@@ -108,10 +118,12 @@ pub async fn run(
         started: Instant::now(),
         api: config.api.clone(),
         clerks: clerks.clone(),
+        cache: cache.clone(),
         uplink: uplink_stats.clone(),
     });
     let stop = CancellationToken::new();
     let server = tokio::spawn(api::serve(listener, ctx, stop.clone()));
+    let cache_task = crate::cache::spawn_background(cache.clone(), stop.clone());
     let sweeper = {
         let (clerks, stop) = (clerks.clone(), stop.clone());
         tokio::spawn(async move {
@@ -150,6 +162,7 @@ pub async fn run(
     stop.cancel();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), server).await;
     let _ = sweeper.await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), cache_task).await;
     if let Some(handle) = uplink {
         let _ = tokio::task::spawn_blocking(move || handle.join()).await;
     }

@@ -26,6 +26,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod cache;
 pub mod clerks;
 pub mod clock;
 pub mod config;

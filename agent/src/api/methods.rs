@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use super::{Ctx, Peer, auth_methods};
+use super::{Ctx, Peer, auth_methods, cache_methods};
 
 type MethodResult = Result<Value, ApiError>;
 
@@ -33,6 +33,10 @@ pub(super) async fn dispatch(ctx: &Ctx, peer: &Peer, request: Request) -> Respon
         "audit.record" => audit_record(ctx, peer, request.params).await,
         method if auth_methods::handles(method) => {
             auth_methods::dispatch(ctx, peer, method, request.params).await
+        }
+        "cache.rotate_key" => rotate_key(ctx, peer, request.params).await,
+        method if cache_methods::handles(method) => {
+            cache_methods::dispatch(&ctx.cache, peer, method, request.params).await
         }
         other => Err(ApiError::new(
             ErrorCode::UnknownMethod,
@@ -138,6 +142,20 @@ async fn audit_record(ctx: &Ctx, peer: &Peer, raw: Value) -> MethodResult {
     );
     let seq = ctx.journal.append(event).await.map_err(internal)?;
     Ok(json!({ "seq": seq }))
+}
+
+/// `cache.rotate_key` needs an Admin or SuperAdmin session (cache administration).
+async fn rotate_key(ctx: &Ctx, peer: &Peer, raw: Value) -> MethodResult {
+    let token = raw.get("token").and_then(Value::as_str).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::Unauthenticated,
+            "log in as an admin to rotate the data key",
+        )
+    })?;
+    ctx.clerks
+        .authorize(token, peer_cred(peer), crate::auth::Permission::CacheAdmin)
+        .await?;
+    cache_methods::dispatch(&ctx.cache, peer, "cache.rotate_key", raw).await
 }
 
 fn peer_cred(peer: &Peer) -> PeerCred {
