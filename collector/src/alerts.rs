@@ -29,6 +29,8 @@ pub enum AlertKind {
     Silent,
     /// A device certificate expires soon.
     CertExpiry,
+    /// An enrollment or renewal was refused (bad token, wrong device id, bad CSR, …).
+    EnrollmentRefused,
 }
 
 impl AlertKind {
@@ -45,11 +47,12 @@ impl AlertKind {
             Self::MfaFailures => "mfa_failures",
             Self::Silent => "silent",
             Self::CertExpiry => "cert_expiry",
+            Self::EnrollmentRefused => "enrollment_refused",
         }
     }
 
     /// Every kind, for metrics.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::ChainGap,
         Self::ChainBroken,
         Self::Fork,
@@ -60,6 +63,7 @@ impl AlertKind {
         Self::MfaFailures,
         Self::Silent,
         Self::CertExpiry,
+        Self::EnrollmentRefused,
     ];
 }
 

@@ -2,6 +2,7 @@
 //! exits 64 with a message naming the key or argument.
 
 mod output;
+mod pki;
 mod serve;
 
 use std::path::PathBuf;
@@ -75,6 +76,72 @@ pub enum Command {
         /// `on` or `off`.
         state: String,
     },
+    /// The fleet CA: create it, revoke device certificates.
+    #[command(subcommand)]
+    Ca(CaCommand),
+    /// One-time enrollment tokens for terminals.
+    #[command(subcommand)]
+    EnrollToken(TokenCommand),
+    /// The enrollment history (enrollments, renewals, refusals, revocations) as JSON lines.
+    Enrollments {
+        /// Only entries at or after (RFC 3339 or Unix ms).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only this device.
+        #[arg(long)]
+        device: Option<String>,
+    },
+}
+
+/// `ca` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Create the fleet CA, the collector's server certificate and an empty CRL in a directory
+    /// (never overwriting); print the lines for collector.toml. Needs no config.
+    Init {
+        /// Directory for the files (created, mode 0700, if missing).
+        #[arg(long)]
+        dir: PathBuf,
+        /// DNS name or IP address of the collector (repeatable; default localhost and
+        /// 127.0.0.1).
+        #[arg(long = "server-name")]
+        server_names: Vec<String>,
+        /// Validity of the CA in days (the server certificate: at most 825).
+        #[arg(long, default_value_t = 3650)]
+        days: u32,
+    },
+    /// Revoke a certificate (or every certificate issued to a device) by reissuing the CRL
+    /// named by `crl`; the server picks it up within seconds.
+    Revoke {
+        /// Serial of the certificate, hex (as `enrollments` prints it).
+        #[arg(long, required_unless_present = "device", conflicts_with = "device")]
+        serial: Option<String>,
+        /// Every certificate issued to this device by enrollment or renewal.
+        #[arg(long)]
+        device: Option<String>,
+    },
+}
+
+/// `enroll-token` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Issue a one-time token for a device; the token is printed once and stored only hashed.
+    Create {
+        /// The device the token may enroll.
+        #[arg(long)]
+        device_id: String,
+        /// How long the token is valid: `30m`, `24h`, `7d` (at most 30d).
+        #[arg(long)]
+        ttl: String,
+        /// Print only the token.
+        #[arg(long, conflicts_with = "json")]
+        quiet: bool,
+        /// Print one JSON object (`token`, `device_id`, `expires`, `expires_ms`).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Tokens as JSON lines: device, expiry, used (never the token).
+    List,
 }
 
 /// Ops-key subcommands.
@@ -129,7 +196,13 @@ pub fn main() -> ExitCode {
             eprintln!("posguard-collector: {e:#}");
             let usage = e.downcast_ref::<UsageError>().is_some()
                 || e.downcast_ref::<crate::config::ConfigError>().is_some()
-                || e.downcast_ref::<crate::tls::TlsError>().is_some();
+                || e.downcast_ref::<crate::tls::TlsError>().is_some()
+                || e.downcast_ref::<crate::pki::PkiError>().is_some_and(|e| {
+                    matches!(
+                        e,
+                        crate::pki::PkiError::Invalid(_) | crate::pki::PkiError::Bad { .. }
+                    )
+                });
             ExitCode::from(if usage { EXIT_USAGE } else { 1 })
         }
     }
@@ -152,6 +225,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         println!("{public}");
         eprintln!("set ops_public_key = \"{public}\" in the collector's config");
         return Ok(());
+    }
+    if let Command::Ca(CaCommand::Init {
+        dir,
+        server_names,
+        days,
+    }) = &cli.command
+    {
+        return pki::ca_init(dir, server_names, *days);
     }
     let config = Config::load(&cli.config)?;
     match cli.command {
@@ -207,7 +288,21 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::OpsKey(_) => Ok(()),
+        Command::Ca(CaCommand::Revoke { serial, device }) => {
+            pki::ca_revoke(&config, serial.as_deref(), device.as_deref())
+        }
+        Command::EnrollToken(TokenCommand::Create {
+            device_id,
+            ttl,
+            quiet,
+            json,
+        }) => pki::token_create(&config, &device_id, &ttl, quiet, json),
+        Command::EnrollToken(TokenCommand::List) => pki::token_list(&config),
+        Command::Enrollments { since, device } => {
+            let since = parse_opt_time("--since", since.as_deref())?;
+            pki::enrollments(&config, since, device.as_deref())
+        }
+        Command::OpsKey(_) | Command::Ca(CaCommand::Init { .. }) => Ok(()),
     }
 }
 

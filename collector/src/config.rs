@@ -48,6 +48,17 @@ pub struct Config {
     /// Hex Ed25519 public key of the operations key (`ops-key generate` prints it).
     #[serde(default)]
     pub ops_public_key: Option<String>,
+    /// Fleet CA certificate (PEM) that signs device certificates at enrollment and renewal;
+    /// must be one of the `fleet_ca` certificates. Absent: `/v1/enroll` and `/v1/renew` answer
+    /// 503 `enrollment_disabled`.
+    #[serde(default)]
+    pub ca_cert: Option<PathBuf>,
+    /// The fleet CA's private key (PKCS#8 PEM, keep it mode 0600); with `ca_cert`.
+    #[serde(default)]
+    pub ca_key: Option<PathBuf>,
+    /// Validity of issued device certificates, days (never beyond the CA's own expiry).
+    #[serde(default = "default_device_cert_days")]
+    pub device_cert_days: u32,
     /// Per-device rate limit.
     #[serde(default)]
     pub rate_limit: RateLimitConfig,
@@ -118,6 +129,9 @@ fn default_maintenance_retry() -> u64 {
 fn default_silent_after() -> u64 {
     3600
 }
+fn default_device_cert_days() -> u32 {
+    90
+}
 
 /// A configuration problem, naming the key.
 #[derive(Debug, thiserror::Error)]
@@ -186,6 +200,12 @@ impl Config {
         if self.alerts.lockout_storm_count == 0 || self.alerts.mfa_failure_count == 0 {
             return bad("alerts", "counts must be at least 1");
         }
+        if self.ca_cert.is_some() != self.ca_key.is_some() {
+            return bad("ca_key", "ca_cert and ca_key must be set together");
+        }
+        if self.device_cert_days == 0 || self.device_cert_days > 3650 {
+            return bad("device_cert_days", "must be 1 to 3650");
+        }
         if self.ops_public_key.is_some() && self.ops_public_key()?.is_none() {
             return bad("ops_public_key", "must be 64 hex digits");
         }
@@ -234,6 +254,10 @@ store = "c.db"
         assert!(e.to_string().contains("body_limit"), "{e}");
         let e = Config::parse(&format!("{MIN}\nops_public_key = \"abcd\"")).unwrap_err();
         assert!(e.to_string().contains("ops_public_key"), "{e}");
+        let e = Config::parse(&format!("{MIN}\nca_cert = \"ca.pem\"")).unwrap_err();
+        assert!(e.to_string().contains("ca_key"), "{e}");
+        let e = Config::parse(&format!("{MIN}\ndevice_cert_days = 0")).unwrap_err();
+        assert!(e.to_string().contains("device_cert_days"), "{e}");
         let e = Config::parse("listen = \"127.0.0.1:0\"").unwrap_err();
         assert!(e.to_string().contains("server_cert"), "{e}");
     }

@@ -2,11 +2,16 @@
 //! exports the fleet's audit trails, and its operations CLI. The binary only parses arguments.
 //!
 //! Modules:
+//! - [`logging`]: journald under systemd, stderr otherwise (a copy of the agent's: the collector
+//!   does not depend on the agent).
 //! - [`config`]: `collector.toml`, validated before anything is bound ([`config::Config`]).
-//! - [`tls`]: the TLS 1.3-only, client-certificate-required server config, rebuilt when the CRL
-//!   file changes; [`peer`]: the device id, DIK and expiry taken from a client certificate.
-//! - [`server`]: the HTTPS listener (`POST /v1/journal`), limits, rate limits, maintenance
-//!   mode, graceful shutdown ([`server::run`]).
+//! - [`tls`]: the TLS 1.3-only server config (client certificates verified when sent), rebuilt
+//!   when the CRL file changes; [`peer`]: the device id, DIK and expiry taken from a client
+//!   certificate.
+//! - [`server`]: the HTTPS listener (`POST /v1/journal`, `/v1/enroll`, `/v1/renew`), limits,
+//!   rate limits, maintenance mode, graceful shutdown ([`server::run`]).
+//! - [`enroll`]: enrollment (one-time token + CSR) and renewal decisions, one store
+//!   transaction each; [`pki`]: the fleet CA (`ca init`, CSR checks, issuing, the CRL).
 //! - [`ingest`]: verification of a batch against the device's stored state and what to store,
 //!   as one store transaction; [`alerts`]: alert kinds and the rules on stored events.
 //! - [`store`]: the [`store::Store`] trait, its SQLite implementation and the thread that owns
@@ -15,7 +20,7 @@
 //! - [`opskey`]: the operations Ed25519 key that signs commands; [`clock`]: wall time and
 //!   timestamp parsing.
 //! - [`cli`]: the subcommands (`serve`, `query`, `alerts`, `export`, `devices`, `ops-key`,
-//!   `command`, `maintenance`).
+//!   `command`, `maintenance`, `ca`, `enroll-token`, `enrollments`).
 #![forbid(unsafe_code)]
 #![cfg_attr(
     test,
@@ -31,10 +36,13 @@ pub mod alerts;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod enroll;
 pub mod ingest;
+pub mod logging;
 pub mod metrics;
 pub mod opskey;
 pub mod peer;
+pub mod pki;
 pub mod ratelimit;
 pub mod server;
 pub mod store;

@@ -53,3 +53,25 @@ pub fn peer_from_cert(der: &[u8]) -> Result<Peer, PeerError> {
         cert_not_after_unix: not_after,
     })
 }
+
+/// Who is on the other end of a connection, as far as TLS could tell.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    /// No client certificate (allowed for `POST /v1/enroll` only).
+    Anonymous,
+    /// A verified client certificate naming a device.
+    Device(Peer),
+    /// A verified client certificate that names no usable device.
+    Unusable(PeerError),
+}
+
+impl Auth {
+    /// From the verified end-entity certificate, if the client sent one.
+    pub fn from_cert(der: Option<&[u8]>) -> Self {
+        match der.map(peer_from_cert) {
+            None => Self::Anonymous,
+            Some(Ok(peer)) => Self::Device(peer),
+            Some(Err(e)) => Self::Unusable(e),
+        }
+    }
+}

@@ -1,6 +1,9 @@
-//! The HTTPS listener: TLS 1.3 with required client certificates, one hyper HTTP/1 connection
-//! per device connection, tracked tasks and a bounded graceful drain.
+//! The HTTPS listener: TLS 1.3, client certificates verified when sent (required by every
+//! endpoint but `POST /v1/enroll`), one hyper HTTP/1 connection per device connection, tracked
+//! tasks and a bounded graceful drain. [`handler`] routes and answers `/v1/journal`;
+//! [`enroll`] answers `/v1/enroll` and `/v1/renew`.
 
+mod enroll;
 mod handler;
 pub mod plain;
 pub mod sweep;
@@ -23,7 +26,8 @@ use tokio_util::task::TaskTracker;
 use crate::clock::WallClock;
 use crate::config::{AlertConfig, Config};
 use crate::metrics::Metrics;
-use crate::peer::peer_from_cert;
+use crate::peer::Auth;
+use crate::pki::issue::DeviceCa;
 use crate::ratelimit::RateLimiter;
 use crate::store::StoreHandle;
 
@@ -55,6 +59,9 @@ pub struct AppState {
     pub maintenance_retry_after_s: u64,
     /// Alert thresholds.
     pub alerts: AlertConfig,
+    /// The fleet CA for enrollment and renewal (`None`: those answer 503
+    /// `enrollment_disabled`).
+    pub ca: Option<Arc<DeviceCa>>,
 }
 
 impl AppState {
@@ -76,7 +83,15 @@ impl AppState {
             maintenance_file: config.maintenance_file.clone(),
             maintenance_retry_after_s: config.maintenance_retry_after_s,
             alerts: config.alerts,
+            ca: None,
         }
+    }
+
+    /// Enables enrollment and renewal with `ca`.
+    #[must_use]
+    pub fn with_ca(mut self, ca: Option<Arc<DeviceCa>>) -> Self {
+        self.ca = ca;
+        self
     }
 }
 
@@ -108,7 +123,7 @@ pub async fn run(
         let state = state.clone();
         let stop = stop.clone();
         tracker.spawn(async move {
-            if let Err(e) = connection(tcp, acceptor, state, stop).await {
+            if let Err(e) = connection(tcp, addr, acceptor, state, stop).await {
                 tracing::debug!(peer = %addr, error = %e, "connection ended");
             }
         });
@@ -125,20 +140,18 @@ pub async fn run(
 
 async fn connection(
     tcp: tokio::net::TcpStream,
+    remote: std::net::SocketAddr,
     acceptor: TlsAcceptor,
     state: Arc<AppState>,
     stop: CancellationToken,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await??;
-    let der = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .ok_or("no client certificate")?;
-    let peer = Arc::new(peer_from_cert(der)?);
+    // The verifier already checked any certificate sent (chain to the fleet CA, CRL, expiry);
+    // whether its absence is acceptable depends on the endpoint.
+    let der = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
+    let auth = Arc::new(Auth::from_cert(der.map(|d| d.as_ref())));
     let header_timeout = state.header_timeout;
-    let service = service_fn(move |req| handler::handle(state.clone(), peer.clone(), req));
+    let service = service_fn(move |req| handler::handle(state.clone(), auth.clone(), remote, req));
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())

@@ -2,10 +2,13 @@
 //! server. [`Store`] is the whole store; [`StoreTx`] is what one ingest does inside a single
 //! transaction (committed before the agent gets its answer). [`sqlite::SqliteStore`] is the
 //! default; [`handle::StoreHandle`] is the one thread that owns it, fed by async callers.
+//! [`enrollment`] holds the rows of enrollment tokens and the enrollment history.
 
+pub mod enrollment;
 pub mod handle;
 pub mod sqlite;
 
+pub use enrollment::{EnrollKind, EnrollmentRow, TokenRow};
 pub use handle::StoreHandle;
 
 use posguard_proto::uplink::SignedCommand;
@@ -228,6 +231,16 @@ pub trait StoreTx {
     ) -> Result<(), StoreError>;
     /// Devices last seen before `before_ms` and not yet reported silent.
     fn silent_candidates(&mut self, before_ms: u64) -> Result<Vec<DeviceRow>, StoreError>;
+    /// The enrollment token with this hash.
+    fn enroll_token(&mut self, hash: &[u8; 32]) -> Result<Option<TokenRow>, StoreError>;
+    /// Stores a new enrollment token.
+    fn put_enroll_token(&mut self, row: &TokenRow) -> Result<(), StoreError>;
+    /// Marks a token used; false if it was already used (or does not exist).
+    fn mark_token_used(&mut self, hash: &[u8; 32], at_ms: u64) -> Result<bool, StoreError>;
+    /// Appends to the enrollment history.
+    fn put_enrollment(&mut self, row: &EnrollmentRow) -> Result<(), StoreError>;
+    /// Serials (hex) of every certificate issued to the device by enrollment or renewal.
+    fn issued_serials(&mut self, device_id: &str) -> Result<Vec<String>, StoreError>;
 }
 
 /// A closure run inside one transaction; `Err` rolls back.
@@ -261,4 +274,12 @@ pub trait Store: Send {
     fn next_command_id(&mut self, device_id: &str) -> Result<u64, StoreError>;
     /// Queues a signed command for delivery in the device's next ack.
     fn queue_command(&mut self, cmd: &SignedCommand, at_ms: u64) -> Result<(), StoreError>;
+    /// Every enrollment token (hashes only), oldest first.
+    fn enroll_tokens(&mut self) -> Result<Vec<TokenRow>, StoreError>;
+    /// The enrollment history, oldest first, optionally since a time and for one device.
+    fn enrollments(
+        &mut self,
+        since_ms: Option<u64>,
+        device_id: Option<&str>,
+    ) -> Result<Vec<EnrollmentRow>, StoreError>;
 }

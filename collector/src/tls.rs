@@ -1,5 +1,8 @@
-//! The server's TLS configuration: TLS 1.3 only, ring provider, client certificates required and
-//! verified against the fleet CA and its CRL. [`TlsReloader`] rebuilds the configuration when
+//! The server's TLS configuration: TLS 1.3 only, ring provider, client certificates verified
+//! against the fleet CA and its CRL whenever one is sent. A client without a certificate
+//! completes the handshake (it may only enroll: the handler refuses it everywhere else with 401
+//! `client_certificate_required`); a client with a bad one (other CA, expired, revoked) does
+//! not. [`TlsReloader`] rebuilds the configuration when
 //! the CRL file's mtime changes; new connections get the new one.
 
 use std::path::{Path, PathBuf};
@@ -105,7 +108,8 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
             .map_err(|e| file_err("fleet_ca", &files.fleet_ca, e))?;
     }
     let mut verifier =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .allow_unauthenticated();
     if let Some(crl) = &files.crl {
         verifier = verifier
             .with_crls(read_crls(crl)?)
@@ -118,15 +122,21 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
     Ok(Arc::new(config))
 }
 
-fn mtime(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+/// What identifies a version of a file: mtime, size and inode (a file replaced by rename within
+/// the mtime granularity still differs in inode).
+type Stamp = Option<(SystemTime, u64, u64)>;
+
+fn mtime(path: &Path) -> Stamp {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len(), m.ino()))
 }
 
 /// Watches the CRL (and CA) files and publishes a rebuilt configuration when they change.
 #[derive(Debug)]
 pub struct TlsReloader {
     files: TlsFiles,
-    seen: (Option<SystemTime>, Option<SystemTime>),
+    seen: (Stamp, Stamp),
     tx: watch::Sender<Arc<ServerConfig>>,
 }
 
@@ -139,7 +149,7 @@ impl TlsReloader {
         Ok((Self { files, seen, tx }, rx))
     }
 
-    fn stamps(files: &TlsFiles) -> (Option<SystemTime>, Option<SystemTime>) {
+    fn stamps(files: &TlsFiles) -> (Stamp, Stamp) {
         (files.crl.as_deref().and_then(mtime), mtime(&files.fleet_ca))
     }
 

@@ -1,5 +1,6 @@
-//! TLS refusals: no client certificate, another CA, an expired or revoked certificate (CRL
-//! reloaded on change), TLS 1.2 clients (rustls and `openssl s_client`).
+//! TLS refusals: no client certificate (the handshake completes, since enrollment needs it, but
+//! `/v1/journal` answers 401), another CA, an expired or revoked certificate (CRL reloaded on
+//! change), TLS 1.2 clients (rustls and `openssl s_client`).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -22,10 +23,14 @@ async fn no_client_certificate_is_refused() {
     let srv = start(&pki, "").await;
     let mut dev = device(&pki, "term-0100");
     let body = batch(vec![dev.journal_cert(1)], &[dev.logout()]);
-    let err = post(srv.addr, client_config(&pki, None), body)
+    // Changed with enrollment: anonymous clients complete the handshake (they may enroll), and
+    // every other endpoint refuses them with a stable code.
+    let (status, headers, answer) = post(srv.addr, client_config(&pki, None), body)
         .await
-        .unwrap_err();
-    assert!(err.contains("CertificateRequired"), "{err}");
+        .unwrap();
+    assert_eq!(status, 401);
+    assert_eq!(&answer[..], b"client_certificate_required");
+    assert_eq!(headers["x-posguard-error"], "client_certificate_required");
     assert_eq!(count_records(&srv.db), 0);
     srv.stop().await;
 }
@@ -143,7 +148,7 @@ fn s_client(addr: std::net::SocketAddr, ca: &std::path::Path, version: &str) -> 
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
     let _ = stdin
-        .write_all(b"POST /v1/journal HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n");
+        .write_all(b"POST /v1/journal HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
     drop(stdin);
     let out = child.wait_with_output().unwrap();
     let text = format!(
@@ -155,7 +160,7 @@ fn s_client(addr: std::net::SocketAddr, ca: &std::path::Path, version: &str) -> 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn openssl_s_client_tls12_fails_and_tls13_without_cert_gets_no_answer() {
+async fn openssl_s_client_tls12_fails_and_tls13_without_cert_gets_401() {
     if std::process::Command::new("openssl")
         .arg("version")
         .output()
@@ -183,13 +188,10 @@ async fn openssl_s_client_tls12_fails_and_tls13_without_cert_gets_no_answer() {
         text.contains("TLSv1.3"),
         "the handshake itself is TLS 1.3:\n{text}"
     );
+    // Changed with enrollment: the journal refuses an anonymous client at the HTTP level.
     assert!(
-        !text.contains("HTTP/1.1"),
-        "no HTTP answer without a certificate:\n{text}"
-    );
-    assert!(
-        text.contains("certificate required") || text.contains("alert"),
-        "{text}"
+        text.contains("HTTP/1.1 401") && text.contains("client_certificate_required"),
+        "journal refused without a certificate:\n{text}"
     );
     srv.stop().await;
 }

@@ -16,6 +16,10 @@ use crate::tls::{TlsFiles, TlsReloader};
 
 pub(super) fn serve(config: &Config) -> anyhow::Result<()> {
     let (reloader, tls) = TlsReloader::new(TlsFiles::from_config(config))?;
+    let ca = super::pki::load_ca(config).map_err(|e| super::usage(format!("{e:#}")))?;
+    if ca.is_none() {
+        tracing::info!("ca_cert/ca_key not set: /v1/enroll and /v1/renew answer 503");
+    }
     let store = super::open_store(config)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -48,7 +52,7 @@ pub(super) fn serve(config: &Config) -> anyhow::Result<()> {
             (silent_after / 4).clamp(Duration::from_secs(1), Duration::from_secs(60)),
             stop.clone(),
         ));
-        let state = Arc::new(AppState::new(config, store, metrics, clock));
+        let state = Arc::new(AppState::new(config, store, metrics, clock).with_ca(ca));
         tracing::info!(listen = %config.listen, "posguard-collector serving");
         server::run(listener, state, tls, shutdown_signal()).await;
         stop.cancel();

@@ -1,4 +1,5 @@
-//! `POST /v1/journal`: limits, maintenance mode, rate limit, decode, ingest, answer.
+//! Routing, the checks every endpoint shares (method, maintenance, client certificate, rate
+//! limit, body limit), and `POST /v1/journal`: decode, ingest, answer.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -12,17 +13,22 @@ use posguard_proto::uplink::UplinkBatch;
 
 use super::AppState;
 use crate::ingest::{self, IngestReport, Peer};
+use crate::peer::Auth;
 
 /// The upload endpoint.
 pub const JOURNAL_PATH: &str = "/v1/journal";
+/// Enrollment: one-time token + CSR, no client certificate needed.
+pub const ENROLL_PATH: &str = "/v1/enroll";
+/// Renewal: the device's current certificate (mTLS) + CSR.
+pub const RENEW_PATH: &str = "/v1/renew";
 /// Header carrying the stable error code on refusals (also the body).
 pub const ERROR_HEADER: &str = "x-posguard-error";
 /// Header carrying the highest stored seq on a 422 (the prefix before the bad record).
 pub const HIGHEST_STORED_HEADER: &str = "x-posguard-highest-stored";
 
-type Resp = Response<Full<Bytes>>;
+pub(super) type Resp = Response<Full<Bytes>>;
 
-fn plain(status: StatusCode, code: &'static str) -> Resp {
+pub(super) fn plain(status: StatusCode, code: &'static str) -> Resp {
     let mut r = Response::new(Full::new(Bytes::from_static(code.as_bytes())));
     *r.status_mut() = status;
     r.headers_mut()
@@ -32,7 +38,7 @@ fn plain(status: StatusCode, code: &'static str) -> Resp {
     r
 }
 
-fn retry_after(mut r: Resp, secs: u64) -> Resp {
+pub(super) fn retry_after(mut r: Resp, secs: u64) -> Resp {
     r.headers_mut()
         .insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
     r
@@ -41,11 +47,12 @@ fn retry_after(mut r: Resp, secs: u64) -> Resp {
 /// Handles one request; never fails (errors become status codes).
 pub(super) async fn handle(
     state: Arc<AppState>,
-    peer: Arc<Peer>,
+    auth: Arc<Auth>,
+    remote: std::net::SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Resp, Infallible> {
     let timeout = state.request_timeout;
-    let resp = match tokio::time::timeout(timeout, respond(&state, &peer, req)).await {
+    let resp = match tokio::time::timeout(timeout, respond(&state, &auth, remote, req)).await {
         Ok(r) => r,
         Err(_) => plain(StatusCode::REQUEST_TIMEOUT, "request_timeout"),
     };
@@ -53,44 +60,86 @@ pub(super) async fn handle(
     Ok(resp)
 }
 
-async fn respond(state: &AppState, peer: &Peer, req: Request<Incoming>) -> Resp {
-    if req.uri().path() != JOURNAL_PATH {
+async fn respond(
+    state: &AppState,
+    auth: &Auth,
+    remote: std::net::SocketAddr,
+    req: Request<Incoming>,
+) -> Resp {
+    let path = req.uri().path();
+    if ![JOURNAL_PATH, ENROLL_PATH, RENEW_PATH].contains(&path) {
         return plain(StatusCode::NOT_FOUND, "not_found");
     }
     if req.method() != Method::POST {
         return plain(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
     }
+    let is_enroll = path == ENROLL_PATH;
+    let is_renew = path == RENEW_PATH;
+    let peer = match (auth, is_enroll) {
+        (_, true) => None,
+        (Auth::Device(p), false) => Some(p),
+        (Auth::Anonymous, false) => {
+            return plain(StatusCode::UNAUTHORIZED, "client_certificate_required");
+        }
+        (Auth::Unusable(e), false) => {
+            tracing::warn!(peer = %remote, error = %e, "verified client certificate names no device");
+            return plain(StatusCode::FORBIDDEN, "bad_client_certificate");
+        }
+    };
     if in_maintenance(state).await {
         let r = plain(StatusCode::SERVICE_UNAVAILABLE, "maintenance");
         return retry_after(r, state.maintenance_retry_after_s);
     }
-    if let Err(wait) = state
-        .limiter
-        .check(peer.device_id.as_str(), tokio::time::Instant::now())
-    {
+    if (is_enroll || is_renew) && state.ca.is_none() {
+        return plain(StatusCode::SERVICE_UNAVAILABLE, "enrollment_disabled");
+    }
+    // Devices are limited by id; anonymous enrollment by remote address.
+    let key = match peer {
+        Some(p) => p.device_id.as_str().to_owned(),
+        None => format!("enroll:{}", remote.ip()),
+    };
+    if let Err(wait) = state.limiter.check(&key, tokio::time::Instant::now()) {
         let secs = wait
             .as_secs()
             .saturating_add(u64::from(wait.subsec_nanos() > 0));
         return retry_after(plain(StatusCode::TOO_MANY_REQUESTS, "rate_limited"), secs);
     }
+    let limit = if is_enroll || is_renew {
+        super::enroll::BODY_LIMIT.min(state.body_limit)
+    } else {
+        state.body_limit
+    };
+    let body = match read_body(req, limit).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    match peer {
+        None => super::enroll::enroll(state, remote, body).await,
+        Some(p) if is_renew => super::enroll::renew(state, p, remote, body).await,
+        Some(p) => journal(state, p, body).await,
+    }
+}
+
+/// The body, at most `limit` bytes.
+async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Resp> {
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > u64::try_from(state.body_limit).unwrap_or(u64::MAX)) {
-        return plain(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
+    if declared.is_some_and(|n| n > u64::try_from(limit).unwrap_or(u64::MAX)) {
+        return Err(plain(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"));
     }
-    let body = match Limited::new(req.into_body(), state.body_limit)
-        .collect()
-        .await
-    {
-        Ok(b) => b.to_bytes(),
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return plain(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
+            Err(plain(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"))
         }
-        Err(_) => return plain(StatusCode::BAD_REQUEST, "bad_body"),
-    };
+        Err(_) => Err(plain(StatusCode::BAD_REQUEST, "bad_body")),
+    }
+}
+
+async fn journal(state: &AppState, peer: &Peer, body: Bytes) -> Resp {
     let batch = match UplinkBatch::from_bytes(&body) {
         Ok(b) => b,
         Err(e) => {

@@ -1,6 +1,7 @@
 //! The default store: one SQLite file in WAL mode with `synchronous=FULL`, so a committed
 //! transaction survives a power loss before the agent is told its records are stored.
 
+mod enroll;
 mod read;
 mod tx;
 
@@ -9,7 +10,9 @@ use std::path::Path;
 use posguard_proto::uplink::SignedCommand;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{AlertRow, DeviceRow, EventQuery, Store, StoreError, StoredEvent, TxFn};
+use super::{
+    AlertRow, DeviceRow, EnrollmentRow, EventQuery, Store, StoreError, StoredEvent, TokenRow, TxFn,
+};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS devices (
@@ -88,6 +91,25 @@ CREATE TABLE IF NOT EXISTS settings (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS enroll_tokens (
+    token_hash BLOB PRIMARY KEY,
+    device_id TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL,
+    used_ms INTEGER
+);
+CREATE TABLE IF NOT EXISTS enrollments (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at_ms INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    device_id TEXT,
+    outcome TEXT NOT NULL,
+    reason TEXT,
+    serial TEXT,
+    not_after_unix INTEGER,
+    peer TEXT
+);
+CREATE INDEX IF NOT EXISTS enrollments_by_device ON enrollments (device_id, at_ms);
 ";
 
 /// The SQLite store.
@@ -190,5 +212,17 @@ impl Store for SqliteStore {
             ],
         )?;
         Ok(())
+    }
+
+    fn enroll_tokens(&mut self) -> Result<Vec<TokenRow>, StoreError> {
+        enroll::tokens(&self.conn)
+    }
+
+    fn enrollments(
+        &mut self,
+        since_ms: Option<u64>,
+        device_id: Option<&str>,
+    ) -> Result<Vec<EnrollmentRow>, StoreError> {
+        enroll::enrollments(&self.conn, since_ms, device_id)
     }
 }

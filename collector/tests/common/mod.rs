@@ -8,6 +8,8 @@
     dead_code
 )]
 
+pub mod enroll;
+
 use std::sync::Arc;
 
 use http_body_util::{BodyExt, Full};
@@ -190,16 +192,28 @@ pub async fn start(pki: &Pki, extra: &str) -> Running {
          fleet_ca = \"{0}/ca.pem\"\nstore = \"{0}/c.db\"\n{extra}",
         d.display()
     );
-    let config = Config::parse(&text).unwrap();
+    start_config(&text).await
+}
+
+/// Starts a collector from a whole config text (the fleet CA is loaded if configured).
+pub async fn start_config(text: &str) -> Running {
+    let config = Config::parse(text).unwrap();
+    let ca = config.ca_cert.as_ref().map(|cert| {
+        Arc::new(
+            posguard_collector::pki::issue::DeviceCa::load(
+                cert,
+                config.ca_key.as_ref().unwrap(),
+                &config.fleet_ca,
+                config.device_cert_days,
+            )
+            .unwrap(),
+        )
+    });
     let (reloader, tls) = TlsReloader::new(TlsFiles::from_config(&config)).unwrap();
     let store = StoreHandle::spawn(Box::new(SqliteStore::open(&config.store).unwrap())).unwrap();
     let metrics = Arc::new(Metrics::default());
-    let state = Arc::new(AppState::new(
-        &config,
-        store,
-        metrics.clone(),
-        Arc::new(SystemClock),
-    ));
+    let state =
+        Arc::new(AppState::new(&config, store, metrics.clone(), Arc::new(SystemClock)).with_ca(ca));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -244,10 +258,20 @@ pub fn client_config(pki: &Pki, dev: Option<&Device>) -> Arc<rustls::ClientConfi
     })
 }
 
-/// Posts a body; `Err` if the connection or TLS failed.
+/// Posts a body to `/v1/journal`; `Err` if the connection or TLS failed.
 pub async fn post(
     addr: std::net::SocketAddr,
     config: Arc<rustls::ClientConfig>,
+    body: Vec<u8>,
+) -> Result<(u16, hyper::HeaderMap, Bytes), String> {
+    post_to(addr, config, "/v1/journal", body).await
+}
+
+/// Posts a body to `path`; `Err` if the connection or TLS failed.
+pub async fn post_to(
+    addr: std::net::SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    path: &str,
     body: Vec<u8>,
 ) -> Result<(u16, hyper::HeaderMap, Bytes), String> {
     let tcp = tokio::net::TcpStream::connect(addr)
@@ -261,7 +285,7 @@ pub async fn post(
         .await
         .map_err(|e| chain(&e))?;
     tokio::spawn(conn);
-    let req = hyper::Request::post("/v1/journal")
+    let req = hyper::Request::post(path)
         .header("host", "localhost")
         .body(Full::new(Bytes::from(body)))
         .unwrap();

@@ -6,7 +6,7 @@ use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::read::{DEVICE_COLUMNS, device_from_row};
 use crate::alerts::{AlertKind, NewAlert, severity_name};
-use crate::store::{DeviceRow, RecordRow, StoreError, StoreTx};
+use crate::store::{DeviceRow, EnrollmentRow, RecordRow, StoreError, StoreTx, TokenRow};
 
 pub(super) struct SqliteTx<'a, 'c>(pub(super) &'a Transaction<'c>);
 
@@ -255,5 +255,25 @@ impl StoreTx for SqliteTx<'_, '_> {
 
     fn silent_candidates(&mut self, before_ms: u64) -> Result<Vec<DeviceRow>, StoreError> {
         super::read::devices(self.0, Some(before_ms))
+    }
+
+    fn enroll_token(&mut self, hash: &[u8; 32]) -> Result<Option<TokenRow>, StoreError> {
+        super::enroll::token(self.0, hash)
+    }
+
+    fn put_enroll_token(&mut self, row: &TokenRow) -> Result<(), StoreError> {
+        super::enroll::put_token(self.0, row)
+    }
+
+    fn mark_token_used(&mut self, hash: &[u8; 32], at_ms: u64) -> Result<bool, StoreError> {
+        super::enroll::mark_used(self.0, hash, at_ms)
+    }
+
+    fn put_enrollment(&mut self, row: &EnrollmentRow) -> Result<(), StoreError> {
+        super::enroll::put_enrollment(self.0, row)
+    }
+
+    fn issued_serials(&mut self, device_id: &str) -> Result<Vec<String>, StoreError> {
+        super::enroll::issued_serials(self.0, device_id)
     }
 }

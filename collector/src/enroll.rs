@@ -1,0 +1,220 @@
+//! Enrollment (`POST /v1/enroll`: one-time token + CSR) and renewal (`POST /v1/renew`: the
+//! device's current certificate over mTLS + CSR). Each runs inside one store transaction: the
+//! token is looked up, checked and marked used in the same transaction that records the
+//! outcome, so a token can never yield two certificates. Every outcome, issued or refused, is
+//! recorded in the enrollment history; refusals also raise an `enrollment_refused` alert.
+//! [`token`]: creating, hashing and checking tokens.
+
+pub mod token;
+
+use serde::Deserialize;
+use time::OffsetDateTime;
+
+use crate::alerts::{AlertKind, NewAlert};
+use crate::pki::csr;
+use crate::pki::issue::{DeviceCa, Issued};
+use crate::store::{EnrollKind, EnrollmentRow, StoreError, StoreTx};
+
+/// Why an enrollment or renewal was refused. The codes are stable (HTTP body and
+/// `x-posguard-error`, the enrollment history, docs/collector.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The body is not the expected JSON.
+    BadRequest,
+    /// No such token (or not 64 hex digits).
+    InvalidToken,
+    /// The token was used already.
+    TokenUsed,
+    /// The token has expired.
+    TokenExpired,
+    /// Not one PEM CSR, or it asks for an extension we do not handle.
+    BadCsr,
+    /// The CSR's self-signature does not verify.
+    BadCsrSignature,
+    /// The CSR's key is not ECDSA P-256.
+    UnsupportedKey,
+    /// The CSR names another device, or anything besides the device.
+    WrongDeviceId,
+    /// Signing failed at the collector.
+    Internal,
+}
+
+impl Refusal {
+    /// The stable code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::BadRequest => "bad_request",
+            Self::InvalidToken => "invalid_token",
+            Self::TokenUsed => "token_used",
+            Self::TokenExpired => "token_expired",
+            Self::BadCsr => "bad_csr",
+            Self::BadCsrSignature => "bad_csr_signature",
+            Self::UnsupportedKey => "unsupported_key",
+            Self::WrongDeviceId => "wrong_device_id",
+            Self::Internal => "internal",
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(self) -> u16 {
+        match self {
+            Self::BadRequest => 400,
+            Self::InvalidToken | Self::TokenUsed | Self::TokenExpired => 403,
+            Self::BadCsr | Self::BadCsrSignature | Self::UnsupportedKey | Self::WrongDeviceId => {
+                422
+            }
+            Self::Internal => 500,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct EnrollBody {
+    token: String,
+    csr_pem: String,
+}
+
+#[derive(Deserialize)]
+struct RenewBody {
+    csr_pem: String,
+}
+
+/// What a request asks, and who asks.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// The JSON body.
+    pub body: &'a [u8],
+    /// Collector wall time, Unix ms.
+    pub now_ms: u64,
+    /// The remote address (recorded).
+    pub peer: &'a str,
+}
+
+fn now_of(ms: u64) -> OffsetDateTime {
+    let nanos = i128::from(ms).saturating_mul(1_000_000);
+    OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+fn sign(ca: &DeviceCa, device_id: &str, csr_pem: &str, now_ms: u64) -> Result<Issued, Refusal> {
+    let key = csr::check(csr_pem, device_id)?;
+    ca.issue(device_id, &key, now_of(now_ms)).map_err(|e| {
+        tracing::error!(device = device_id, error = %e, "signing a device certificate failed");
+        Refusal::Internal
+    })
+}
+
+/// `POST /v1/enroll`, inside one transaction. `Err` only for store failures (rolled back).
+pub fn enroll(
+    tx: &mut dyn StoreTx,
+    ca: &DeviceCa,
+    req: Request<'_>,
+) -> Result<Result<Issued, Refusal>, StoreError> {
+    let mut device = None;
+    let outcome = decide_enroll(tx, ca, req, &mut device)?;
+    record(tx, EnrollKind::Enroll, device, &outcome, req)?;
+    Ok(outcome)
+}
+
+fn decide_enroll(
+    tx: &mut dyn StoreTx,
+    ca: &DeviceCa,
+    req: Request<'_>,
+    device: &mut Option<String>,
+) -> Result<Result<Issued, Refusal>, StoreError> {
+    let Ok(body) = serde_json::from_slice::<EnrollBody>(req.body) else {
+        return Ok(Err(Refusal::BadRequest));
+    };
+    let Some(hash) = token::hash_text(&body.token) else {
+        return Ok(Err(Refusal::InvalidToken));
+    };
+    let Some(row) = tx.enroll_token(&hash)? else {
+        return Ok(Err(Refusal::InvalidToken));
+    };
+    if !token::hashes_equal(&row.hash, &hash) {
+        return Ok(Err(Refusal::InvalidToken));
+    }
+    *device = Some(row.device_id.clone());
+    if row.used_ms.is_some() {
+        return Ok(Err(Refusal::TokenUsed));
+    }
+    if req.now_ms >= row.expires_ms {
+        return Ok(Err(Refusal::TokenExpired));
+    }
+    // A refused CSR leaves the token unused: the technician can fix the CSR and retry.
+    let issued = match sign(ca, &row.device_id, &body.csr_pem, req.now_ms) {
+        Ok(i) => i,
+        Err(r) => return Ok(Err(r)),
+    };
+    if !tx.mark_token_used(&hash, req.now_ms)? {
+        return Ok(Err(Refusal::TokenUsed));
+    }
+    Ok(Ok(issued))
+}
+
+/// `POST /v1/renew` by `device_id` (from its verified client certificate), inside one
+/// transaction. The new key may be the same key (a TPM-held key is kept across renewals).
+pub fn renew(
+    tx: &mut dyn StoreTx,
+    ca: &DeviceCa,
+    device_id: &str,
+    req: Request<'_>,
+) -> Result<Result<Issued, Refusal>, StoreError> {
+    let outcome = match serde_json::from_slice::<RenewBody>(req.body) {
+        Ok(body) => sign(ca, device_id, &body.csr_pem, req.now_ms),
+        Err(_) => Err(Refusal::BadRequest),
+    };
+    record(
+        tx,
+        EnrollKind::Renew,
+        Some(device_id.to_owned()),
+        &outcome,
+        req,
+    )?;
+    Ok(outcome)
+}
+
+fn record(
+    tx: &mut dyn StoreTx,
+    kind: EnrollKind,
+    device_id: Option<String>,
+    outcome: &Result<Issued, Refusal>,
+    req: Request<'_>,
+) -> Result<(), StoreError> {
+    let mut row = EnrollmentRow {
+        id: 0,
+        at_ms: req.now_ms,
+        kind: kind.name().to_owned(),
+        device_id,
+        outcome: "issued".to_owned(),
+        reason: None,
+        serial: None,
+        not_after_unix: None,
+        peer: Some(req.peer.to_owned()),
+    };
+    match outcome {
+        Ok(issued) => {
+            row.serial = Some(issued.serial.clone());
+            row.not_after_unix = Some(issued.not_after_unix);
+            tracing::info!(device = ?row.device_id, kind = kind.name(), serial = %issued.serial, "device certificate issued");
+        }
+        Err(refusal) => {
+            row.outcome = "refused".to_owned();
+            row.reason = Some(refusal.code().to_owned());
+            tracing::warn!(device = ?row.device_id, kind = kind.name(), code = refusal.code(), peer = req.peer, "certificate request refused");
+            tx.put_alert(&NewAlert {
+                device_id: row.device_id.clone(),
+                kind: AlertKind::EnrollmentRefused,
+                severity: posguard_proto::event::Severity::Warning,
+                detail: format!(
+                    "{} refused: {} (from {})",
+                    kind.name(),
+                    refusal.code(),
+                    req.peer
+                ),
+                at_ms: req.now_ms,
+            })?;
+        }
+    }
+    tx.put_enrollment(&row)
+}
