@@ -6,6 +6,14 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use posguard_agent::EXIT_USAGE;
+
+/// `println!` that ignores a closed stdout (output piped into `head`) instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
 use posguard_agent::journal::verify_dir;
 
 /// Operate a posguard agent on this terminal.
@@ -81,7 +89,7 @@ fn call(socket: &std::path::Path, method: &str, params: &str) -> ExitCode {
     });
     match result {
         Ok(value) => {
-            println!(
+            say!(
                 "{}",
                 serde_json::to_string_pretty(&value).unwrap_or_default()
             );
@@ -146,7 +154,7 @@ fn login(socket: &std::path::Path, clerk: &str) -> ExitCode {
                     .as_str()
                     .unwrap_or("?")
             );
-            println!(
+            say!(
                 "{}",
                 granted
                     .pointer("/token")
@@ -179,7 +187,7 @@ fn main() -> ExitCode {
         Command::JournalEvents { path } => match posguard_agent::journal::read_events(&path) {
             Ok(events) => {
                 for (seq, event) in events {
-                    println!("{}", serde_json::json!({ "seq": seq, "event": event }));
+                    say!("{}", serde_json::json!({ "seq": seq, "event": event }));
                 }
                 ExitCode::SUCCESS
             }
@@ -209,13 +217,13 @@ fn main() -> ExitCode {
                 }
             };
             if json {
-                println!(
+                say!(
                     "{}",
                     serde_json::to_string_pretty(&report).unwrap_or_default()
                 );
             } else {
-                println!("journal of device {}", report.device_id);
-                println!(
+                say!("journal of device {}", report.device_id);
+                say!(
                     "  records verified: {} (seq {} to {})",
                     report.records,
                     report.first_seq.map_or("-".to_owned(), |s| s.to_string()),
@@ -223,18 +231,18 @@ fn main() -> ExitCode {
                 );
                 match report.last_checkpoint {
                     Some((seq, counter)) => {
-                        println!("  last checkpoint: seq {seq}, TPM counter {counter}")
+                        say!("  last checkpoint: seq {seq}, TPM counter {counter}")
                     }
-                    None => println!("  last checkpoint: none"),
+                    None => say!("  last checkpoint: none"),
                 }
                 if report.dik_from_journal {
-                    println!(
+                    say!(
                         "  identity key: the one stored in the journal (use --identity-key to check against a known key)"
                     );
                 }
                 match &report.first_bad {
-                    None => println!("OK: the journal verifies"),
-                    Some((seq, why)) => println!("FAILED: first bad record is seq {seq}: {why}"),
+                    None => say!("OK: the journal verifies"),
+                    Some((seq, why)) => say!("FAILED: first bad record is seq {seq}: {why}"),
                 }
             }
             if report.first_bad.is_none() {
