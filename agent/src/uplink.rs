@@ -6,6 +6,7 @@
 //! - `tls`: the client configuration (pinned fleet CA, or platform roots plus the fleet CA).
 //! - `http`: one keep-alive connection and the classification of failures.
 //! - `backoff`: retry delays.
+//! - `renew`: automatic certificate renewal over the same channel.
 //! - `shipper`: the loop.
 //!
 //! The uplink runs on a thread and runtime of its own: a TLS handshake makes the TPM sign,
@@ -13,6 +14,7 @@
 
 mod backoff;
 mod http;
+mod renew;
 mod shipper;
 mod tls;
 
@@ -58,6 +60,10 @@ pub struct UplinkConfig {
     /// A heartbeat after this many seconds without a batch.
     #[serde(default = "default_heartbeat")]
     pub heartbeat_secs: u64,
+    /// Renew the certificate once this share of its lifetime has passed, in percent (default
+    /// 67: two thirds; 0 renews at the first opportunity).
+    #[serde(default = "default_renew")]
+    pub renew_after_percent: u8,
     /// First retry delay, seconds.
     #[serde(default = "default_min")]
     pub backoff_min_secs: u64,
@@ -77,6 +83,9 @@ fn default_bytes() -> usize {
 }
 fn default_heartbeat() -> u64 {
     60
+}
+fn default_renew() -> u8 {
+    67
 }
 fn default_min() -> u64 {
     1
@@ -108,6 +117,9 @@ impl UplinkConfig {
             return Err(
                 "uplink.backoff_min_secs/backoff_max_secs: need 1 <= min <= max".to_owned(),
             );
+        }
+        if self.renew_after_percent > 99 {
+            return Err("uplink.renew_after_percent: must be 0 to 99".to_owned());
         }
         if let Some(k) = &self.ops_public_key {
             ops_key(k).map_err(|e| format!("uplink.ops_public_key: {e}"))?;

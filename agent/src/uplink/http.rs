@@ -110,9 +110,21 @@ impl Connection {
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<Answer, UplinkError> {
+        self.post_as(path, "application/x-postcard", body, timeout)
+            .await
+    }
+
+    /// POSTs `body` with `content_type`.
+    pub(super) async fn post_as(
+        &mut self,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Answer, UplinkError> {
         let request = hyper::Request::post(path)
             .header(hyper::header::HOST, self.host.as_str())
-            .header(hyper::header::CONTENT_TYPE, "application/x-postcard")
+            .header(hyper::header::CONTENT_TYPE, content_type)
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| UplinkError::Network(format!("request: {e}")))?;
         let exchange = async {

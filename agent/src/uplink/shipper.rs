@@ -16,6 +16,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use tokio_util::sync::CancellationToken;
 
 use super::http::Connection;
+use super::renew::{self, RenewSchedule};
 use super::{Backoff, UplinkDeps, UplinkError, ops_key, tls};
 use crate::clock::Clock;
 
@@ -55,6 +56,7 @@ struct Shipper {
     handled: HashSet<u64>,
     rng: SystemRandom,
     ops_key: Option<[u8; 32]>,
+    renew: RenewSchedule,
 }
 
 fn me() -> PeerCred {
@@ -96,6 +98,7 @@ pub(super) async fn run(deps: UplinkDeps, stop: CancellationToken) {
         handled: HashSet::new(),
         rng: SystemRandom::new(),
         ops_key,
+        renew: RenewSchedule::new(),
     };
     loop {
         if stop.is_cancelled() {
@@ -154,7 +157,75 @@ impl Shipper {
         }
     }
 
+    /// Renews the certificate when due; failures are logged and retried later, never fatal.
+    async fn maybe_renew(&mut self) {
+        if !self.renew.ready() {
+            return;
+        }
+        let path = self.deps.config.certificate.clone();
+        let Some((not_before, not_after)) =
+            std::fs::read(&path).ok().and_then(|p| renew::validity(&p))
+        else {
+            self.renew.later();
+            return;
+        };
+        let fraction = f64::from(self.deps.config.renew_after_percent) / 100.0;
+        if !renew::due(not_before, not_after, Clock::wall_ms() / 1000, fraction) {
+            self.renew.later();
+            return;
+        }
+        match self.renew_now(&path, not_after).await {
+            Ok(new_not_after) => {
+                tracing::info!(
+                    not_after = new_not_after,
+                    "certificate renewed; the next connection uses it"
+                );
+                self.conn = None;
+                self.renew.succeeded();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "certificate renewal failed; the current certificate stays in use");
+                self.renew.failed();
+            }
+        }
+    }
+
+    async fn renew_now(
+        &mut self,
+        path: &std::path::Path,
+        old_not_after: u64,
+    ) -> Result<u64, UplinkError> {
+        let device = self.deps.journal.device_id().as_str().to_owned();
+        let csr = posguard_hal::csr::device_csr_pem(self.deps.element.clone(), &device)
+            .map_err(|e| UplinkError::Config(format!("renewal CSR: {e}")))?;
+        let spki = self
+            .deps
+            .element
+            .identity_public_key()
+            .map_err(|e| UplinkError::Config(format!("identity key: {e}")))?;
+        let body = serde_json::to_vec(&serde_json::json!({ "csr_pem": csr }))
+            .map_err(|e| UplinkError::Config(e.to_string()))?;
+        let conn = self.connection().await?;
+        let answer = conn
+            .post_as("/v1/renew", "application/json", body, TIMEOUT)
+            .await?;
+        if answer.status != 200 {
+            return Err(UplinkError::Refused {
+                status: answer.status,
+                code: answer.error_code.unwrap_or_default(),
+            });
+        }
+        let v: serde_json::Value = serde_json::from_slice(&answer.body)
+            .map_err(|e| UplinkError::Network(format!("renewal answer: {e}")))?;
+        let chain = v
+            .get("chain_pem")
+            .and_then(serde_json::Value::as_str)
+            .ok_or_else(|| UplinkError::Network("renewal answer holds no chain".to_owned()))?;
+        renew::install(path, chain, &spki, old_not_after)
+    }
+
     async fn step(&mut self) -> Result<Progress, Failure> {
+        self.maybe_renew().await;
         let journal = &self.deps.journal;
         let internal =
             |e: crate::journal::JournalError| UplinkError::Config(format!("journal: {e}"));

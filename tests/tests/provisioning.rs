@@ -1,0 +1,187 @@
+//! A technician's day with the real binaries: the collector's CA and a one-time token,
+//! `posguard-provision init` on a software TPM (idempotent, failing cleanly on a bad token),
+//! the agent renewing its certificate over mTLS without a restart, and decommissioning.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use posguard_e2e::{AgentProcess, CollectorProcess, command, free_port};
+use posguard_hal::testing::Swtpm;
+use serde_json::Value;
+
+fn run(cmd: &mut std::process::Command) -> (bool, String) {
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+struct Central {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    port: u16,
+}
+
+fn central() -> (Central, CollectorProcess) {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, ca) = run(command("posguard-collector")
+        .args(["ca", "init", "--dir"])
+        .arg(dir.path().join("ca"))
+        .args(["--server-name", "localhost"]));
+    assert!(ok, "{ca}");
+    let port = free_port();
+    let config = dir.path().join("collector.toml");
+    let lines: String = ca
+        .lines()
+        .filter(|l| l.contains(" = \""))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nstore = \"{}\"\n{lines}",
+            dir.path().join("c.db").display()
+        ),
+    )
+    .unwrap();
+    let collector = CollectorProcess::start(&config, port);
+    (Central { dir, config, port }, collector)
+}
+
+fn token(c: &Central, device: &str) -> String {
+    let (ok, out) = run(command("posguard-collector")
+        .args([
+            "enroll-token",
+            "create",
+            "--device-id",
+            device,
+            "--ttl",
+            "1h",
+            "--quiet",
+            "--config",
+        ])
+        .arg(&c.config));
+    assert!(ok, "{out}");
+    out.trim().to_owned()
+}
+
+fn init(
+    c: &Central,
+    tpm: &Swtpm,
+    etc: &Path,
+    state: &Path,
+    token: &str,
+    extra: &[&str],
+) -> (bool, String) {
+    run(command("posguard-provision")
+        .args([
+            "init",
+            "--collector",
+            &format!("127.0.0.1:{}", c.port),
+            "--server-name",
+            "localhost",
+            "--token",
+            token,
+            "--fleet-ca",
+        ])
+        .arg(c.dir.path().join("ca/fleet-ca.pem"))
+        .args(["--device-id", "till-9", "--config-dir"])
+        .arg(etc)
+        .arg("--state-dir")
+        .arg(state)
+        .arg("--socket")
+        .arg(state.join("agent.sock"))
+        .args(["--tcti", &tpm.tcti()])
+        .args(extra))
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn provision_renew_and_decommission() {
+    let (c, _collector) = central();
+    let tpm = Swtpm::start().unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let (etc, state) = (t.path().join("etc"), t.path().join("state"));
+
+    // A wrong token: refused by the collector, nothing written, resumable.
+    let (ok, out) = init(&c, &tpm, &etc, &state, &"ab".repeat(32), &[]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("invalid_token") && out.contains("resumable"),
+        "{out}"
+    );
+    assert!(!etc.join("agent.toml").exists());
+
+    let tok = token(&c, "till-9");
+    let (ok, out) = init(&c, &tpm, &etc, &state, &tok, &["--json"]);
+    assert!(ok, "{out}");
+    let report: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(report["ok"], true);
+    assert!(report["steps"].as_array().unwrap().len() >= 9);
+    assert_eq!(mode(&etc.join("agent.toml")), 0o640);
+    assert_eq!(mode(&state.join("datakey.sealed")), 0o600);
+    let config_before = std::fs::read(etc.join("agent.toml")).unwrap();
+
+    // Idempotent: a second run changes nothing, and the token cannot be reused anyway.
+    let (ok, out) = init(&c, &tpm, &etc, &state, &tok, &[]);
+    assert!(ok && out.contains("already provisioned"), "{out}");
+    assert_eq!(
+        std::fs::read(etc.join("agent.toml")).unwrap(),
+        config_before
+    );
+
+    // The agent renews at once (0 %) over mTLS and keeps shipping with the new certificate.
+    let mut text = String::from_utf8(config_before).unwrap();
+    text.push_str("heartbeat_secs = 1\nrenew_after_percent = 0\n");
+    std::fs::write(etc.join("agent.toml"), text).unwrap();
+    let cert_before = std::fs::read(etc.join("device.pem")).unwrap();
+    let agent = AgentProcess::start(&etc.join("agent.toml"), &state.join("agent.sock"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read(etc.join("device.pem")).unwrap() == cert_before {
+        assert!(Instant::now() < deadline, "the certificate was not renewed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (ok, out) = run(command("posguard-collector")
+        .args(["enrollments", "--config"])
+        .arg(&c.config));
+    assert!(
+        ok && out.contains("\"renew\"") && out.contains("\"issued\""),
+        "{out}"
+    );
+
+    // Decommission: ships what is left, stops the agent, evicts the TPM keys, removes state.
+    let (ok, out) = run(command("posguard-provision")
+        .args([
+            "decommission",
+            "--yes",
+            "--tcti",
+            &tpm.tcti(),
+            "--config-dir",
+        ])
+        .arg(&etc)
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("--socket")
+        .arg(state.join("agent.sock")));
+    assert!(ok, "{out}");
+    assert!(!state.exists() && !etc.join("agent.toml").exists(), "{out}");
+    drop(agent);
+    let caps = tpm.tpm2("tpm2_getcap", &["handles-persistent"]).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&caps.stdout).contains("0x81010001"),
+        "identity key evicted"
+    );
+}
