@@ -145,6 +145,35 @@ impl Clerks {
         Ok(())
     }
 
+    /// A login for no enrolled clerk: counted against the terminal's failure budget and
+    /// journaled without the id (it may be a password typed into the wrong field).
+    async fn unknown_clerk(&self, peer: PeerCred) -> Result<DenyReason, ApiError> {
+        let budget = self.store.budget().map_err(internal)?;
+        let d = decide_unknown_clerk(&self.config.throttle, &budget, Clock::mono_ns());
+        self.store.put_budget(&d.budget).map_err(internal)?;
+        self.store.sync().map_err(internal)?;
+        let failed = EventKind::LoginFailed {
+            clerk: None,
+            reason: posguard_proto::event::LoginFailure::UnknownClerk,
+        };
+        self.audit(Actor::System, peer, failed, None).await?;
+        for fact in &d.facts {
+            if let AuthFact::BudgetExceeded(b) = fact {
+                let kind = EventKind::FailureBudgetExceeded {
+                    failures: b.failures,
+                    window_s: u32::try_from(b.window.as_secs()).unwrap_or(u32::MAX),
+                    until_wall_ms: Some(
+                        Clock::wall_ms()
+                            .saturating_add(u64::try_from(b.block.as_millis()).unwrap_or(u64::MAX)),
+                    ),
+                };
+                self.audit(Actor::System, peer, kind, Some(Severity::Critical))
+                    .await?;
+            }
+        }
+        Ok(d.reason)
+    }
+
     /// Authenticates a clerk (secret and, where needed, TOTP); on success the stored throttle
     /// is cleared and the role returned. `secret_ok` is given when a challenge already proved
     /// the secret.
@@ -162,22 +191,8 @@ impl Clerks {
                     .verify_secret_blocking(secret, self.decoy_phc.clone())
                     .await?;
             }
-            let budget = self.store.budget().map_err(internal)?;
-            let d = decide_unknown_clerk(&self.config.throttle, &budget, Clock::mono_ns());
-            self.store.put_budget(&d.budget).map_err(internal)?;
-            self.store.sync().map_err(internal)?;
-            self.audit(
-                Actor::System,
-                peer,
-                EventKind::LoginFailed {
-                    clerk: None,
-                    reason: posguard_proto::event::LoginFailure::UnknownClerk,
-                },
-                None,
-            )
-            .await?;
-            self.audit_facts(clerk, peer, &d.facts).await?;
-            return Ok(Verdict::Denied(d.reason));
+            let _ = clerk; // an unknown id is never recorded: it may be a mistyped password
+            return Ok(Verdict::Denied(self.unknown_clerk(peer).await?));
         };
         // Refuse before hashing when the clerk is locked out or delayed: cheap, and no oracle.
         let throttle = self.store.throttle(clerk).map_err(internal)?;
@@ -308,21 +323,7 @@ impl Clerks {
             Err(_) => {
                 // Not even a valid id (possibly a password typed in the wrong field): never
                 // recorded, but counted against the terminal like any unknown clerk.
-                let budget = self.store.budget().map_err(internal)?;
-                let d = decide_unknown_clerk(&self.config.throttle, &budget, Clock::mono_ns());
-                self.store.put_budget(&d.budget).map_err(internal)?;
-                self.store.sync().map_err(internal)?;
-                self.audit(
-                    Actor::System,
-                    peer,
-                    EventKind::LoginFailed {
-                        clerk: None,
-                        reason: posguard_proto::event::LoginFailure::UnknownClerk,
-                    },
-                    None,
-                )
-                .await?;
-                return Err(deny_error(d.reason));
+                return Err(deny_error(self.unknown_clerk(peer).await?));
             }
         };
         match self
