@@ -264,7 +264,15 @@ mod tests {
             code(call("cache.get", json!({"id": "x", "extra": 1})).await),
             ErrorCode::BadParams
         );
-        let rotated = call("cache.rotate_key", json!({})).await.unwrap();
+        // The session itself is checked by the dispatcher (api/methods.rs); here only that one
+        // is given.
+        assert_eq!(
+            code(call("cache.rotate_key", json!({})).await),
+            ErrorCode::Unauthenticated
+        );
+        let rotated = call("cache.rotate_key", json!({"token": "checked-upstream"}))
+            .await
+            .unwrap();
         assert_eq!(rotated["key_version"], 2);
         assert_eq!(
             call("cache.delete", json!({"id": "sale-1"})).await.unwrap(),
