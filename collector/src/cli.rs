@@ -1,6 +1,7 @@
 //! The command line: parsed by clap into [`Cli`], run by [`run`]. Bad usage or configuration
 //! exits 64 with a message naming the key or argument.
 
+mod backup;
 mod output;
 mod pki;
 mod serve;
@@ -90,6 +91,23 @@ pub enum Command {
         /// Only this device.
         #[arg(long)]
         device: Option<String>,
+    },
+    /// Copy the store, online and consistent, into a new file (mode 0600); print a JSON
+    /// summary. The collector may keep running.
+    Backup {
+        /// The backup file to create (never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Verify every device's chain in a backup and install it as the store; print a JSON
+    /// summary. Stop the collector first: refused while it holds the store.
+    Restore {
+        /// The backup file (opened read-only).
+        #[arg(long)]
+        from: PathBuf,
+        /// Replace an existing store.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -302,6 +320,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let since = parse_opt_time("--since", since.as_deref())?;
             pki::enrollments(&config, since, device.as_deref())
         }
+        Command::Backup { out } => backup::backup(&config, &out),
+        Command::Restore { from, force } => backup::restore(&config, &from, force),
         Command::OpsKey(_) | Command::Ca(CaCommand::Init { .. }) => Ok(()),
     }
 }

@@ -169,6 +169,8 @@ impl Run<'_> {
         d.last_seen_ms = self.now_ms;
         d.silent_alerted = false;
         d.cert_not_after_unix = self.peer.cert_not_after_unix;
+        // Kept so that `restore` can re-verify the stored journal-key certificates offline.
+        d.dik = Some(self.peer.dik.point().to_vec());
         if let Some(s) = &batch.status {
             d.agent_version = Some(s.agent_version.clone());
             d.journal_head = s.journal_head;

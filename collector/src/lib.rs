@@ -15,12 +15,13 @@
 //! - [`ingest`]: verification of a batch against the device's stored state and what to store,
 //!   as one store transaction; [`alerts`]: alert kinds and the rules on stored events.
 //! - [`store`]: the [`store::Store`] trait, its SQLite implementation and the thread that owns
-//!   the connection ([`store::StoreHandle`]).
+//!   the connection ([`store::StoreHandle`]); [`backup`]: online backup, and restore after
+//!   re-verifying every chain; [`lock`]: the store lock `serve` holds and `restore` respects.
 //! - [`ratelimit`]: per-device token buckets; [`metrics`]: Prometheus text on its own listener.
 //! - [`opskey`]: the operations Ed25519 key that signs commands; [`clock`]: wall time and
 //!   timestamp parsing.
 //! - [`cli`]: the subcommands (`serve`, `query`, `alerts`, `export`, `devices`, `ops-key`,
-//!   `command`, `maintenance`, `ca`, `enroll-token`, `enrollments`).
+//!   `command`, `maintenance`, `ca`, `enroll-token`, `enrollments`, `backup`, `restore`).
 #![forbid(unsafe_code)]
 #![cfg_attr(
     test,
@@ -33,11 +34,13 @@
 )]
 
 pub mod alerts;
+pub mod backup;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod enroll;
 pub mod ingest;
+pub mod lock;
 pub mod logging;
 pub mod metrics;
 pub mod opskey;

@@ -61,6 +61,11 @@ pub struct DeviceRow {
     /// The notAfter an expiry alert was last raised for (0 for none).
     #[serde(skip)]
     pub expiry_alerted_for: u64,
+    /// The device identity key (uncompressed P-256 point) of the last client certificate: what
+    /// `restore` re-verifies the journal-key certificates against. None for a device last seen
+    /// by a collector that did not store it.
+    #[serde(skip)]
+    pub dik: Option<Vec<u8>>,
 }
 
 impl DeviceRow {
@@ -79,6 +84,7 @@ impl DeviceRow {
             device_wall_ms: 0,
             silent_alerted: false,
             expiry_alerted_for: 0,
+            dik: None,
         }
     }
 }

@@ -20,6 +20,8 @@ pub(super) fn serve(config: &Config) -> anyhow::Result<()> {
     if ca.is_none() {
         tracing::info!("ca_cert/ca_key not set: /v1/enroll and /v1/renew answer 503");
     }
+    // Held until the process exits: `restore` refuses to replace the store under us.
+    let _lock = crate::lock::StoreLock::try_acquire(&config.store)?;
     let store = super::open_store(config)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -27,7 +27,8 @@ CREATE TABLE IF NOT EXISTS devices (
     journal_shipped INTEGER NOT NULL,
     device_wall_ms INTEGER NOT NULL,
     silent_alerted INTEGER NOT NULL,
-    expiry_alerted_for INTEGER NOT NULL
+    expiry_alerted_for INTEGER NOT NULL,
+    dik BLOB
 );
 CREATE TABLE IF NOT EXISTS records (
     device_id TEXT NOT NULL,
@@ -127,8 +128,22 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         Ok(Self { conn })
     }
+}
+
+/// Brings a store created by an older collector up to [`SCHEMA`]: columns added since.
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let has_dik: bool = conn.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info('devices') WHERE name = 'dik'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_dik {
+        conn.execute_batch("ALTER TABLE devices ADD COLUMN dik BLOB")?;
+    }
+    Ok(())
 }
 
 impl Store for SqliteStore {

@@ -8,7 +8,7 @@ use crate::store::{AlertRow, DeviceRow, EventQuery, StoreError, StoredEvent};
 
 pub(super) const DEVICE_COLUMNS: &str = "device_id, first_seen_ms, last_seen_ms,
     cert_not_after_unix, chain_state, highest_stored, agent_version, journal_head,
-    journal_shipped, device_wall_ms, silent_alerted, expiry_alerted_for";
+    journal_shipped, device_wall_ms, silent_alerted, expiry_alerted_for, dik";
 
 pub(super) fn device_from_row(r: &Row<'_>) -> rusqlite::Result<DeviceRow> {
     let state: Option<String> = r.get(4)?;
@@ -31,6 +31,7 @@ pub(super) fn device_from_row(r: &Row<'_>) -> rusqlite::Result<DeviceRow> {
         device_wall_ms: r.get(9)?,
         silent_alerted: r.get(10)?,
         expiry_alerted_for: r.get(11)?,
+        dik: r.get(12)?,
     })
 }
 

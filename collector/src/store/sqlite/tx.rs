@@ -29,7 +29,7 @@ impl StoreTx for SqliteTx<'_, '_> {
         self.0.execute(
             &format!(
                 "INSERT OR REPLACE INTO devices ({DEVICE_COLUMNS})
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
             ),
             params![
                 d.device_id,
@@ -43,7 +43,8 @@ impl StoreTx for SqliteTx<'_, '_> {
                 d.journal_shipped,
                 d.device_wall_ms,
                 d.silent_alerted,
-                d.expiry_alerted_for
+                d.expiry_alerted_for,
+                d.dik
             ],
         )?;
         Ok(())
