@@ -44,3 +44,4 @@ fuzz_dir() {
 
 fuzz_dir proto decode_record decode_event decode_journal_cert decode_checkpoint decode_local_api decode_uplink
 fuzz_dir agent parse_config
+fuzz_dir collector parse_config parse_enroll_request
