@@ -9,7 +9,9 @@ cd "$(dirname "$0")/.."
 # shellcheck source=lib/common.sh
 . scripts/lib/common.sh
 ensure_rust
-SECONDS_EACH=${FUZZ_SECONDS:-20}
+SECONDS_EACH=${FUZZ_SECONDS:-10}
+# One target directory for every fuzz crate: their dependencies build once.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target/fuzz}
 
 if ! rustup run nightly rustc --version >/dev/null 2>&1; then
   section "installing a nightly toolchain for cargo-fuzz"

@@ -94,6 +94,7 @@ def main():
     show("cache.put R-1002", a.call("cache.put", id="txn-R-1002", value_b64=base64.b64encode(txn).decode(), retention_secs=86400))
     got = a.call("cache.get", id="txn-R-1002")
     print(f"  {'cache.get R-1002':<44} ok     {base64.b64decode(got['result']['value_b64']).decode()}")
+    show("cache data key rotated (admin session)", a.call("cache.rotate_key", token=admin_token))
     card = json.dumps({"receipt": "R-1003", "pan": "4111 1111 1111 1111"}).encode()
     show("cache.put with a card number in it", a.call("cache.put", id="txn-R-1003", value_b64=base64.b64encode(card).decode()))
 

@@ -72,13 +72,14 @@ conformance!(seal_and_unseal_round_trip, |fx| {
     for len in [1, 32, MAX_SEALED_SECRET] {
         let secret: Vec<u8> = (0..len).map(|i| i as u8 ^ 0x5A).collect();
         let blob = se.seal(&secret).unwrap();
-        assert!(
-            !blob
-                .as_bytes()
-                .windows(secret.len().min(16))
-                .any(|w| w == &secret[..secret.len().min(16)]),
-            "the blob must not contain the secret in clear"
-        );
+        // A 16-byte run of the secret would show it in clear (shorter secrets can match
+        // random bytes by chance, so only the longer ones are checked).
+        if len >= 16 {
+            assert!(
+                !blob.as_bytes().windows(16).any(|w| w == &secret[..16]),
+                "the blob must not contain the secret in clear"
+            );
+        }
         assert_eq!(&se.unseal(&blob).unwrap()[..], &secret[..]);
     }
     for len in [0, MAX_SEALED_SECRET + 1] {

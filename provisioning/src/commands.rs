@@ -232,6 +232,16 @@ pub fn decommission(
     let mut report = Report::new(false);
     let outcome = (|| -> anyhow::Result<()> {
         report
+            .step("decommissioning recorded in the signed journal", || {
+                let v = agent_api::call(
+                    socket,
+                    "audit.record",
+                    json!({"action": "decommission", "reference": "posguard-provision decommission"}),
+                )?;
+                Ok::<_, anyhow::Error>(((), format!("seq {}", at(&v, "/seq"))))
+            })
+            .ok_or_else(|| anyhow!("the agent does not answer; nothing was removed"))?;
+        report
             .step_slow("remaining journal shipped to the collector", || {
                 let deadline = std::time::Instant::now() + Duration::from_secs(120);
                 loop {
@@ -306,4 +316,83 @@ pub fn decommission(
         Ok(())
     })();
     finish(&report, false, "decommission", outcome)
+}
+
+/// `renew`: a new certificate now, over mTLS with the current one (the agent also renews by
+/// itself at two thirds of the lifetime). Installed only if it is for this TPM's key and newer.
+pub fn renew(element: &SecureElementConfig, config_dir: &Path) -> ExitCode {
+    let mut report = Report::new(false);
+    let outcome = (|| -> anyhow::Result<()> {
+        let text = std::fs::read_to_string(config_dir.join("agent.toml"))
+            .with_context(|| format!("reading {}", config_dir.join("agent.toml").display()))?;
+        let v: toml::Value = toml::from_str(&text)?;
+        let get = |section: &str, key: &str| -> anyhow::Result<String> {
+            v.get(section)
+                .and_then(|s| s.get(key))
+                .and_then(|k| k.as_str())
+                .map(str::to_owned)
+                .ok_or_else(|| anyhow!("agent.toml has no {section}.{key}"))
+        };
+        let device = get("device", "id")?;
+        let collector = get("uplink", "collector")?;
+        let server_name = get("uplink", "server_name").unwrap_or_else(|_| {
+            collector
+                .rsplit_once(':')
+                .map_or(collector.clone(), |(h, _)| h.to_owned())
+        });
+        let cert_path = std::path::PathBuf::from(get("uplink", "certificate")?);
+        let ca = posguard_provision::https::read_pem_certs(Path::new(&get("uplink", "fleet_ca")?))?;
+        let issued = report
+            .step_slow("renewal over mTLS with the TPM key", || {
+                let se = posguard_hal::open(element)?;
+                let chain = posguard_provision::https::read_pem_certs(&cert_path)?;
+                let old = init::not_after(&std::fs::read_to_string(&cert_path)?).unwrap_or(0);
+                let csr = posguard_hal::csr::device_csr_pem(se.clone(), &device)?;
+                let resolver = posguard_hal::tls::client_cert_resolver(se.clone(), chain)?;
+                let body = serde_json::to_vec(&json!({ "csr_pem": csr }))?;
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                let answer = runtime.block_on(posguard_provision::https::post_json_as(
+                    &collector,
+                    &server_name,
+                    &ca,
+                    Some(resolver),
+                    "/v1/renew",
+                    body,
+                ))?;
+                if answer.status != 200 {
+                    bail!(
+                        "the collector refused ({} {})",
+                        answer.status,
+                        answer.error_code.unwrap_or_default()
+                    );
+                }
+                let v: serde_json::Value = serde_json::from_slice(&answer.body)?;
+                let pem = at(&v, "/chain_pem")
+                    .as_str()
+                    .ok_or_else(|| anyhow!("no chain in the answer"))?
+                    .to_owned();
+                let (_, parsed) =
+                    x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|e| anyhow!("{e}"))?;
+                let cert = parsed.parse_x509().map_err(|e| anyhow!("{e}"))?;
+                if cert.public_key().raw != se.identity_public_key()?.as_slice() {
+                    bail!("the new certificate is not for this terminal's key; nothing installed");
+                }
+                let new = init::not_after(&pem).unwrap_or(0);
+                if new < old {
+                    bail!("the new certificate expires before the current one; nothing installed");
+                }
+                Ok::<_, anyhow::Error>((pem, format!("valid until unix {new}")))
+            })
+            .ok_or_else(|| anyhow!("renewal failed; the current certificate stays in use"))?;
+        report
+            .step("new certificate installed", || {
+                files::write_file(&cert_path, issued.as_bytes(), 0o644, None)?;
+                Ok::<_, anyhow::Error>(((), cert_path.display().to_string()))
+            })
+            .ok_or_else(|| anyhow!("not installed"))?;
+        Ok(())
+    })();
+    finish(&report, false, "renewal", outcome)
 }

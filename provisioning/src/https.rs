@@ -35,11 +35,24 @@ pub fn read_pem_certs(path: &std::path::Path) -> anyhow::Result<Vec<CertificateD
     Ok(certs)
 }
 
-/// POSTs `body` (JSON) to `https://addr/path`, trusting only `fleet_ca`.
+/// POSTs `body` (JSON) to `https://addr/path`, trusting only `fleet_ca`, without a client
+/// certificate.
 pub async fn post_json(
     addr: &str,
     server_name: &str,
     fleet_ca: &[CertificateDer<'static>],
+    path: &str,
+    body: Vec<u8>,
+) -> anyhow::Result<Answer> {
+    post_json_as(addr, server_name, fleet_ca, None, path, body).await
+}
+
+/// Like [`post_json`], presenting a client certificate (mTLS) when `client` is given.
+pub async fn post_json_as(
+    addr: &str,
+    server_name: &str,
+    fleet_ca: &[CertificateDer<'static>],
+    client: Option<Arc<dyn rustls::client::ResolvesClientCert>>,
     path: &str,
     body: Vec<u8>,
 ) -> anyhow::Result<Answer> {
@@ -50,8 +63,11 @@ pub async fn post_json(
     let config =
         ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_protocol_versions(&[&rustls::version::TLS13])?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+            .with_root_certificates(roots);
+    let config = match client {
+        Some(resolver) => config.with_client_cert_resolver(resolver),
+        None => config.with_no_client_auth(),
+    };
     let name = ServerName::try_from(server_name.to_owned()).context("collector name")?;
     let timeout = Duration::from_secs(30);
     let tcp = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr))

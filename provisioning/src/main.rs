@@ -131,6 +131,15 @@ enum Command {
         #[command(flatten)]
         element: ElementArgs,
     },
+    /// Renew this terminal's certificate now, over mTLS with the current one (the agent also
+    /// renews by itself once two thirds of the lifetime have passed).
+    Renew {
+        /// Configuration directory.
+        #[arg(long, default_value = "/etc/posguard")]
+        config_dir: PathBuf,
+        #[command(flatten)]
+        element: ElementArgs,
+    },
     /// Decommission: ship the remaining journal, then remove the TPM keys, the sealed data key,
     /// the state and the configuration. Asks for confirmation unless --yes.
     Decommission {
@@ -238,6 +247,10 @@ fn main() -> ExitCode {
             config_dir,
             element,
         } => commands::status(&element.config(), &config_dir),
+        Command::Renew {
+            config_dir,
+            element,
+        } => commands::renew(&element.config(), &config_dir),
         Command::Decommission {
             config_dir,
             state_dir,

@@ -143,6 +143,18 @@ fn provision_renew_and_decommission() {
         config_before
     );
 
+    // A technician renews by hand, over mTLS with the TPM key.
+    let before_manual = std::fs::read(etc.join("device.pem")).unwrap();
+    let (ok, out) = run(command("posguard-provision")
+        .args(["renew", "--tcti", &tpm.tcti(), "--config-dir"])
+        .arg(&etc));
+    assert!(ok, "{out}");
+    assert_ne!(
+        std::fs::read(etc.join("device.pem")).unwrap(),
+        before_manual,
+        "{out}"
+    );
+
     // The agent renews at once (0 %) over mTLS and keeps shipping with the new certificate.
     let mut text = String::from_utf8(config_before).unwrap();
     text.push_str("heartbeat_secs = 1\nrenew_after_percent = 0\n");
@@ -178,6 +190,13 @@ fn provision_renew_and_decommission() {
         .arg(state.join("agent.sock")));
     assert!(ok, "{out}");
     assert!(!state.exists() && !etc.join("agent.toml").exists(), "{out}");
+    let (ok, stored) = run(command("posguard-collector")
+        .args(["query", "--device", "till-9", "--config"])
+        .arg(&c.config));
+    assert!(
+        ok && stored.contains("decommission"),
+        "the decommissioning is recorded at the collector"
+    );
     drop(agent);
     let caps = tpm.tpm2("tpm2_getcap", &["handles-persistent"]).unwrap();
     assert!(

@@ -35,6 +35,11 @@ enum Command {
         /// The clerk id.
         clerk: String,
     },
+    /// The transaction cache.
+    Cache {
+        #[command(subcommand)]
+        action: CacheAction,
+    },
     /// Show the agent's status: identity, secure element, journal, any tamper condition.
     Status,
     /// Call any local API method with JSON parameters and print the result (for scripts).
@@ -62,6 +67,18 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CacheAction {
+    /// Rotate the cache's data key (Admin session): a new key version now, records
+    /// re-encrypted in the background, the old key destroyed once no record uses it.
+    RotateKey {
+        /// An Admin or SuperAdmin session token (from `posguardctl login`); default: the
+        /// POSGUARD_TOKEN environment variable.
+        #[arg(long, env = "POSGUARD_TOKEN", hide_env_values = true)]
+        token: String,
     },
 }
 
@@ -183,6 +200,13 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Status => call(&cli.socket, "status", "{}"),
+        Command::Cache {
+            action: CacheAction::RotateKey { token },
+        } => call(
+            &cli.socket,
+            "cache.rotate_key",
+            &serde_json::json!({ "token": token }).to_string(),
+        ),
         Command::Login { clerk } => login(&cli.socket, &clerk),
         Command::JournalEvents { path } => match posguard_agent::journal::read_events(&path) {
             Ok(events) => {

@@ -86,9 +86,9 @@ pub(super) fn install(
     }
     let (_, not_after) = validity(bytes)
         .ok_or_else(|| UplinkError::Config("the renewed certificate does not parse".to_owned()))?;
-    if not_after <= old_not_after {
+    if not_after < old_not_after {
         return Err(UplinkError::Config(
-            "the renewed certificate is not newer".to_owned(),
+            "the renewed certificate expires before the current one".to_owned(),
         ));
     }
     let tmp = path.with_extension("renew.tmp");
