@@ -38,5 +38,5 @@ ensure_rust() {
 }
 
 section() {
-  printf '\n==> %s\n' "$*"
+  printf '\n==> %s  [%s]\n' "$*" "$(date +%T)"
 }
