@@ -8,10 +8,12 @@
 mod chain;
 mod gaps;
 mod keyring;
+mod precheck;
 
 pub use chain::{ChainState, ChainVerifier, GapPolicy};
 pub use gaps::{GapRange, MAX_PENDING_GAPS};
 pub use keyring::MAX_CERTS;
+pub use precheck::{Prechecked, precheck};
 
 use crate::cert::JournalKeyCert;
 use crate::chain::ChainHead;

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::gaps::{GapRange, Gaps};
 use super::keyring::KeyRing;
+use super::precheck::Prechecked;
 use super::{RunSummary, VerifyError, VerifyReason};
 use crate::cert::JournalKeyCert;
 use crate::chain::{self, ChainHead};
@@ -122,6 +123,21 @@ impl ChainVerifier {
 
     /// Verifies the next record and returns its event.
     pub fn push(&mut self, record: &Record) -> Result<Event, VerifyError> {
+        self.push_with(record, None)
+    }
+
+    /// [`Self::push`] for a record from [`super::precheck`]: the same checks and the same
+    /// result, reusing the hash, body and signature work done there. A signature is taken as
+    /// verified only if it verified under the very key this verifier trusts for the record.
+    pub fn push_prechecked(&mut self, pre: &Prechecked) -> Result<Event, VerifyError> {
+        self.push_with(pre.record(), Some(pre))
+    }
+
+    fn push_with(
+        &mut self,
+        record: &Record,
+        pre: Option<&Prechecked>,
+    ) -> Result<Event, VerifyError> {
         let seq = record.seq();
         let fail = |reason| VerifyError::at(seq, reason);
         let expected = self
@@ -153,16 +169,27 @@ impl ChainVerifier {
             .keys
             .find(record.journal_key_id(), seq)
             .ok_or_else(|| fail(VerifyReason::UnknownJournalKey))?;
-        if &record.computed_hash() != record.hash() {
+        let hash_ok = match pre {
+            Some(p) => p.hash_ok(),
+            None => &record.computed_hash() == record.hash(),
+        };
+        if !hash_ok {
             return Err(fail(VerifyReason::HashMismatch));
         }
-        if seq >= self.signatures_from {
+        let verified_before = pre.and_then(Prechecked::signed_by) == Some(&key.public_key);
+        if seq >= self.signatures_from && !verified_before {
             let message = chain::record_signing_message(record.hash());
             if !verify_ed25519(&key.public_key, &message, record.signature()) {
                 return Err(fail(VerifyReason::BadSignature));
             }
         }
-        let event = record.event().map_err(|e| fail(VerifyReason::BadBody(e)))?;
+        let event = match pre {
+            Some(p) => p
+                .event()
+                .cloned()
+                .map_err(|e| fail(VerifyReason::BadBody(e.clone())))?,
+            None => record.event().map_err(|e| fail(VerifyReason::BadBody(e)))?,
+        };
         if event.stamp.boot_id != key.boot_id {
             return Err(fail(VerifyReason::BootIdMismatch));
         }

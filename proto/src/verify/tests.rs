@@ -5,6 +5,7 @@ use crate::testkit::{self, Fixture};
 pub(super) const N: u64 = 8;
 
 mod overflow;
+mod precheck;
 mod tampering;
 
 pub(super) fn encoded(f: &Fixture) -> Vec<Vec<u8>> {
