@@ -20,7 +20,9 @@ use posguard_proto::keys::DikPublicKey;
 use posguard_proto::record::Record;
 use posguard_proto::text::DeviceId;
 use posguard_proto::uplink::{UplinkAck, UplinkBatch};
-use posguard_proto::verify::{ChainState, ChainVerifier, GapPolicy, VerifyError, VerifyReason};
+use posguard_proto::verify::{
+    ChainState, ChainVerifier, GapPolicy, Prechecked, VerifyError, VerifyReason, precheck,
+};
 
 /// A verification failure (proto's `VerifyError` cannot be built outside proto).
 #[derive(Debug, Clone)]
@@ -49,7 +51,7 @@ impl std::fmt::Display for Fail {
 
 use crate::alerts::{AlertKind, NewAlert, expires_soon};
 use crate::config::AlertConfig;
-use crate::store::{DeviceRow, StoreError, StoreTx};
+use crate::store::{DeviceRow, RecordRow, StoreError, StoreTx};
 
 /// Who is sending, from the verified client certificate.
 #[derive(Debug, Clone)]
@@ -88,15 +90,116 @@ struct Run<'t> {
     batch_hashes: HashMap<u64, [u8; 32]>,
 }
 
+/// A batch with the work that needs no store done: records decoded, hashed, their bodies
+/// decoded into rows and their signatures verified in bulk ([`precheck`]). Made by [`prepare`]
+/// on any thread, so that the store thread only walks the chain and writes.
+#[derive(Debug)]
+pub struct Prepared {
+    batch: UplinkBatch,
+    records: Vec<(Prechecked, Option<RecordRow>)>,
+    /// The first record that does not decode (nothing after it is looked at).
+    undecodable: Option<posguard_proto::codec::DecodeError>,
+}
+
+/// Prepares `batch` from `peer` for [`ingest`]. A large batch (one agent catching up sends
+/// thousands of records) is cut into one part per core, prepared in parallel.
+pub fn prepare(peer: &Peer, mut batch: UplinkBatch) -> Prepared {
+    let raw = std::mem::take(&mut batch.records);
+    // Unverified here: the chain walk trusts a precheck only under a key it verified itself.
+    let certs: Vec<JournalKeyCert> = batch
+        .certs
+        .iter()
+        .filter_map(|b| JournalKeyCert::from_bytes(b).ok())
+        .collect();
+    let device = peer.device_id.as_str();
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let parts: Vec<PreparedPart> = if threads < 2 || raw.len() < PARALLEL_FROM {
+        vec![prepare_part(device, raw, &certs)]
+    } else {
+        let per = raw.len().div_ceil(threads);
+        let mut chunks: Vec<Vec<Vec<u8>>> = Vec::with_capacity(threads);
+        let mut rest = raw;
+        while rest.len() > per {
+            let tail = rest.split_off(per);
+            chunks.push(rest);
+            rest = tail;
+        }
+        chunks.push(rest);
+        std::thread::scope(|s| {
+            let mut chunks = chunks.into_iter();
+            let first = chunks.next().unwrap_or_default();
+            let others: Vec<_> = chunks
+                .map(|c| s.spawn(|| prepare_part(device, c, &certs)))
+                .collect();
+            let mut parts = vec![prepare_part(device, first, &certs)];
+            // A part that panicked (none does) ends the batch there: the prefix is stored and
+            // acknowledged, and the agent resends the rest.
+            parts.extend(others.into_iter().map_while(|h| h.join().ok()));
+            parts
+        })
+    };
+    let mut records = Vec::new();
+    let mut undecodable = None;
+    for (part, bad) in parts {
+        records.extend(part);
+        if bad.is_some() {
+            // Nothing after the first undecodable record is looked at.
+            undecodable = bad;
+            break;
+        }
+    }
+    Prepared {
+        batch,
+        records,
+        undecodable,
+    }
+}
+
+/// Batches below this many records are prepared on the calling thread alone.
+const PARALLEL_FROM: usize = 512;
+
+/// Prepared records of one part, and the decode error that ended it early, if any.
+type PreparedPart = (
+    Vec<(Prechecked, Option<RecordRow>)>,
+    Option<posguard_proto::codec::DecodeError>,
+);
+
+/// Decodes `raw` up to the first undecodable record, prechecks it and builds the rows.
+fn prepare_part(device: &str, raw: Vec<Vec<u8>>, certs: &[JournalKeyCert]) -> PreparedPart {
+    let mut records = Vec::with_capacity(raw.len());
+    let mut undecodable = None;
+    for bytes in raw {
+        match Record::from_bytes(&bytes) {
+            Ok(r) => records.push(r),
+            Err(e) => {
+                undecodable = Some(e);
+                break;
+            }
+        }
+    }
+    let prepared = precheck(records, certs)
+        .into_iter()
+        .map(|p| {
+            let row = p
+                .event()
+                .ok()
+                .and_then(|e| row::record_row(device, p.record(), e).ok());
+            (p, row)
+        })
+        .collect();
+    (prepared, undecodable)
+}
+
 /// Verifies and stores `batch` from `peer`. Store errors abort (the caller rolls back);
 /// verification failures are reported in the result and committed with what came before them.
 pub fn ingest(
     tx: &mut dyn StoreTx,
     peer: &Peer,
-    batch: &UplinkBatch,
+    prepared: &Prepared,
     now_ms: u64,
     rules: AlertConfig,
 ) -> Result<IngestReport, StoreError> {
+    let batch = &prepared.batch;
     let id = peer.device_id.as_str().to_owned();
     let mut device = tx
         .device(&id)?
@@ -126,7 +229,7 @@ pub fn ingest(
         pending_gaps: Vec::new(),
     });
     let gaps_before = state.pending_gaps.len();
-    match run.verify_and_store(state, batch)? {
+    match run.verify_and_store(state, prepared)? {
         Ok(v) => device.chain_state = Some(v),
         Err((v, e)) => {
             if let Some(v) = v {
@@ -223,8 +326,9 @@ impl Run<'_> {
     fn verify_and_store(
         &mut self,
         state: ChainState,
-        batch: &UplinkBatch,
+        prepared: &Prepared,
     ) -> Result<Verified, StoreError> {
+        let batch = &prepared.batch;
         let bad = |reason| Fail { seq: None, reason };
         let mut certs = Vec::with_capacity(batch.certs.len());
         for bytes in &batch.certs {
@@ -261,10 +365,17 @@ impl Run<'_> {
                 Ok(v) => v.with_gap_policy(GapPolicy::AllowDeclared),
                 Err(e) => return Ok(Err((None, e.into()))),
             };
-        for bytes in &batch.records {
-            if let Err(e) = self.one_record(&mut v, bytes, &mut checkpoints)? {
+        for (pre, row) in &prepared.records {
+            if let Err(e) = self.one_record(&mut v, pre, row.as_ref(), &mut checkpoints)? {
                 return Ok(Err((Some(v.state()), e)));
             }
+        }
+        if let Some(e) = &prepared.undecodable {
+            let fail = Fail {
+                seq: None,
+                reason: VerifyReason::Undecodable(e.clone()),
+            };
+            return Ok(Err((Some(v.state()), fail)));
         }
         // Checkpoints for records acknowledged earlier (a resend, or one sent after its records).
         let head = v.head().seq;
@@ -289,28 +400,25 @@ impl Run<'_> {
     fn one_record(
         &mut self,
         v: &mut ChainVerifier,
-        bytes: &[u8],
+        pre: &Prechecked,
+        row: Option<&RecordRow>,
         checkpoints: &mut [(Checkpoint, &[u8], bool)],
     ) -> Result<Result<(), Fail>, StoreError> {
-        let record = match Record::from_bytes(bytes) {
-            Ok(r) => r,
-            Err(e) => {
-                return Ok(Err(Fail {
-                    seq: None,
-                    reason: VerifyReason::Undecodable(e),
-                }));
-            }
-        };
+        let record = pre.record();
         let seq = record.seq();
         if seq <= v.head().seq {
-            return self.old_record(v, &record);
+            return self.old_record(v, record);
         }
-        let event = match v.push(&record) {
+        let event = match v.push_prechecked(pre) {
             Ok(e) => e,
             Err(e) => return Ok(Err(e.into())),
         };
-        let row = row::record_row(&self.id, &record, &event)?;
-        self.tx.put_record(&row, self.now_ms)?;
+        match row {
+            Some(row) => self.tx.put_record(row, self.now_ms)?,
+            None => self
+                .tx
+                .put_record(&row::record_row(&self.id, record, &event)?, self.now_ms)?,
+        }
         self.batch_hashes.insert(seq, *record.hash());
         self.report.stored = self.report.stored.saturating_add(1);
         self.on_event(&event)?;

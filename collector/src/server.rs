@@ -36,6 +36,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long open connections get to finish after shutdown starts.
 const DRAIN_GRACE: Duration = Duration::from_secs(10);
 
+/// How long the store's maintenance flag is trusted before it is read again.
+pub const MAINTENANCE_RECHECK: Duration = Duration::from_secs(1);
+
 /// What request handling needs.
 #[derive(Debug)]
 pub struct AppState {
@@ -57,6 +60,9 @@ pub struct AppState {
     pub maintenance_file: Option<PathBuf>,
     /// `Retry-After` in maintenance mode, seconds.
     pub maintenance_retry_after_s: u64,
+    /// The store's maintenance flag as last read, and when: read again after
+    /// [`MAINTENANCE_RECHECK`], not on every request (each read is a trip to the store thread).
+    pub maintenance_seen: std::sync::Mutex<Option<(std::time::Instant, bool)>>,
     /// Alert thresholds.
     pub alerts: AlertConfig,
     /// The fleet CA for enrollment and renewal (`None`: those answer 503
@@ -82,6 +88,7 @@ impl AppState {
             request_timeout: Duration::from_secs(config.request_timeout_s),
             maintenance_file: config.maintenance_file.clone(),
             maintenance_retry_after_s: config.maintenance_retry_after_s,
+            maintenance_seen: std::sync::Mutex::new(None),
             alerts: config.alerts,
             ca: None,
         }

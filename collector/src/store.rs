@@ -30,6 +30,12 @@ pub enum StoreError {
     /// The thread that owns the store has stopped.
     #[error("store thread stopped")]
     Stopped,
+    /// One part of a group transaction failed and was rolled back alone.
+    #[error("transaction part rolled back")]
+    PartRolledBack,
+    /// The group transaction a part belonged to did not commit.
+    #[error("transaction not committed")]
+    NotCommitted,
 }
 
 /// What the collector knows about a device.
@@ -169,6 +175,9 @@ pub struct AlertRow {
 
 /// What one transaction can read and write.
 pub trait StoreTx {
+    /// Runs `f` inside a savepoint: if it fails, what it wrote is undone, its error returned,
+    /// and the rest of the transaction stands.
+    fn savepoint(&mut self, f: TxFn<'_>) -> Result<(), StoreError>;
     /// The device's row.
     fn device(&mut self, device_id: &str) -> Result<Option<DeviceRow>, StoreError>;
     /// Inserts or replaces the device's row.

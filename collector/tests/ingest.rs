@@ -172,9 +172,19 @@ async fn maintenance_and_rate_limit_answer_with_retry_after() {
         .unwrap()
         .set_maintenance(true)
         .unwrap();
-    let (status, headers, _) = post(srv.addr, cfg, body).await.unwrap();
+    // The serving collector rereads the flag at most once a second.
+    let switched = std::time::Instant::now();
+    let (status, headers) = loop {
+        let (status, headers, _) = post(srv.addr, cfg.clone(), body.clone()).await.unwrap();
+        if status != 429 || switched.elapsed() > std::time::Duration::from_secs(3) {
+            break (status, headers);
+        }
+        // Polling interval while the cached flag ages, not a synchronisation sleep.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
     assert_eq!(status, 503);
     assert!(headers.contains_key("retry-after"));
+    assert!(switched.elapsed() < std::time::Duration::from_secs(2));
     srv.stop().await;
 }
 

@@ -158,25 +158,37 @@ async fn in_maintenance(state: &AppState) -> bool {
     {
         return true;
     }
+    let now = Instant::now();
+    if let Ok(seen) = state.maintenance_seen.lock()
+        && let Some((at, on)) = *seen
+        && now.duration_since(at) < super::MAINTENANCE_RECHECK
+    {
+        return on;
+    }
     // If the store cannot answer, ingest would fail too; let that path report it.
-    state.store.call(|s| s.maintenance()).await.unwrap_or(false)
+    let on = state.store.call(|s| s.maintenance()).await.unwrap_or(false);
+    if let Ok(mut seen) = state.maintenance_seen.lock() {
+        *seen = Some((now, on));
+    }
+    on
 }
 
 async fn store_batch(state: &AppState, peer: &Peer, batch: UplinkBatch) -> Resp {
+    let peer_owned = peer.clone();
+    // Decoding, hashing and signature checks need no store: they run on the blocking pool, in
+    // parallel with other batches, and the store thread only walks the chain and writes.
+    let prepared =
+        match tokio::task::spawn_blocking(move || ingest::prepare(&peer_owned, batch)).await {
+            Ok(p) => p,
+            Err(_) => return plain(StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
     let peer_owned = peer.clone();
     let now_ms = state.clock.now_ms();
     let rules = state.alerts;
     let started = Instant::now();
     let result = state
         .store
-        .call(move |s| {
-            let mut report = None;
-            s.transaction(&mut |tx| {
-                report = Some(ingest::ingest(tx, &peer_owned, &batch, now_ms, rules)?);
-                Ok(())
-            })?;
-            Ok(report)
-        })
+        .transact(move |tx| ingest::ingest(tx, &peer_owned, &prepared, now_ms, rules).map(Some))
         .await;
     state.metrics.store_latency(started.elapsed());
     match result {

@@ -10,12 +10,43 @@ use crate::store::{DeviceRow, EnrollmentRow, RecordRow, StoreError, StoreTx, Tok
 
 pub(super) struct SqliteTx<'a, 'c>(pub(super) &'a Transaction<'c>);
 
+impl SqliteTx<'_, '_> {
+    /// Executes `sql` through the connection's statement cache (ingest runs the same few
+    /// statements for every record).
+    fn exec(&self, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+        self.0.prepare_cached(sql)?.execute(params)
+    }
+
+    /// One row of `sql`, through the statement cache.
+    fn row<T>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        self.0.prepare_cached(sql)?.query_row(params, f)
+    }
+}
+
 impl StoreTx for SqliteTx<'_, '_> {
+    fn savepoint(&mut self, f: crate::store::TxFn<'_>) -> Result<(), StoreError> {
+        self.0.execute_batch("SAVEPOINT part")?;
+        match f(self) {
+            Ok(()) => {
+                self.0.execute_batch("RELEASE part")?;
+                Ok(())
+            }
+            Err(e) => {
+                self.0.execute_batch("ROLLBACK TO part; RELEASE part")?;
+                Err(e)
+            }
+        }
+    }
+
     fn device(&mut self, device_id: &str) -> Result<Option<DeviceRow>, StoreError> {
         let sql = format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE device_id = ?1");
         Ok(self
-            .0
-            .query_row(&sql, params![device_id], device_from_row)
+            .row(&sql, params![device_id], device_from_row)
             .optional()?)
     }
 
@@ -26,7 +57,7 @@ impl StoreTx for SqliteTx<'_, '_> {
             }
             None => None,
         };
-        self.0.execute(
+        self.exec(
             &format!(
                 "INSERT OR REPLACE INTO devices ({DEVICE_COLUMNS})
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
@@ -52,8 +83,7 @@ impl StoreTx for SqliteTx<'_, '_> {
 
     fn record_hash(&mut self, device_id: &str, seq: u64) -> Result<Option<[u8; 32]>, StoreError> {
         let hash: Option<Vec<u8>> = self
-            .0
-            .query_row(
+            .row(
                 "SELECT hash FROM records WHERE device_id = ?1 AND seq = ?2",
                 params![device_id, seq],
                 |r| r.get(0),
@@ -65,7 +95,7 @@ impl StoreTx for SqliteTx<'_, '_> {
     }
 
     fn put_record(&mut self, r: &RecordRow, received_ms: u64) -> Result<(), StoreError> {
-        self.0.execute(
+        self.exec(
             "INSERT INTO records (device_id, seq, hash, kind, severity, wall_ms, actor,
                                   event_json, raw, received_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -93,7 +123,7 @@ impl StoreTx for SqliteTx<'_, '_> {
         raw: &[u8],
         at_ms: u64,
     ) -> Result<bool, StoreError> {
-        let n = self.0.execute(
+        let n = self.exec(
             "INSERT OR IGNORE INTO forks (device_id, seq, hash, raw, received_ms)
              VALUES (?1, ?2, ?3, ?4, ?5)",
             params![device_id, seq, hash.as_slice(), raw, at_ms],
@@ -104,7 +134,7 @@ impl StoreTx for SqliteTx<'_, '_> {
     fn certs(&mut self, device_id: &str, from_seq: u64) -> Result<Vec<Vec<u8>>, StoreError> {
         // The key that signs `from_seq` is among those with the highest first_seq <= from_seq;
         // every later start's key may sign what follows.
-        let mut stmt = self.0.prepare(
+        let mut stmt = self.0.prepare_cached(
             "SELECT raw FROM certs WHERE device_id = ?1 AND first_seq >= COALESCE(
                  (SELECT MAX(first_seq) FROM certs WHERE device_id = ?1 AND first_seq <= ?2), 0)
              ORDER BY first_seq",
@@ -120,7 +150,7 @@ impl StoreTx for SqliteTx<'_, '_> {
         raw: &[u8],
         at_ms: u64,
     ) -> Result<bool, StoreError> {
-        let n = self.0.execute(
+        let n = self.exec(
             "INSERT OR IGNORE INTO certs (device_id, first_seq, raw, received_ms)
              VALUES (?1, ?2, ?3, ?4)",
             params![device_id, first_seq, raw, at_ms],
@@ -130,8 +160,7 @@ impl StoreTx for SqliteTx<'_, '_> {
 
     fn last_checkpoint(&mut self, device_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
-            .0
-            .query_row(
+            .row(
                 "SELECT raw FROM checkpoints WHERE device_id = ?1
                  ORDER BY nv_counter DESC LIMIT 1",
                 params![device_id],
@@ -141,7 +170,7 @@ impl StoreTx for SqliteTx<'_, '_> {
     }
 
     fn has_checkpoint(&mut self, device_id: &str, raw: &[u8]) -> Result<bool, StoreError> {
-        let n: u64 = self.0.query_row(
+        let n: u64 = self.row(
             "SELECT COUNT(*) FROM checkpoints WHERE device_id = ?1 AND raw = ?2",
             params![device_id, raw],
             |r| r.get(0),
@@ -157,7 +186,7 @@ impl StoreTx for SqliteTx<'_, '_> {
         raw: &[u8],
         at_ms: u64,
     ) -> Result<(), StoreError> {
-        self.0.execute(
+        self.exec(
             "INSERT INTO checkpoints (device_id, seq, nv_counter, raw, received_ms)
              VALUES (?1, ?2, ?3, ?4, ?5)",
             params![device_id, seq, nv_counter, raw, at_ms],
@@ -166,7 +195,7 @@ impl StoreTx for SqliteTx<'_, '_> {
     }
 
     fn put_alert(&mut self, a: &NewAlert) -> Result<(), StoreError> {
-        self.0.execute(
+        self.exec(
             "INSERT INTO alerts (device_id, kind, severity, detail, at_ms)
              VALUES (?1, ?2, ?3, ?4, ?5)",
             params![
@@ -186,7 +215,7 @@ impl StoreTx for SqliteTx<'_, '_> {
         device_id: Option<&str>,
         since_ms: u64,
     ) -> Result<u64, StoreError> {
-        Ok(self.0.query_row(
+        Ok(self.row(
             "SELECT COUNT(*) FROM records
              WHERE kind = ?1 AND wall_ms >= ?2 AND (?3 IS NULL OR device_id = ?3)",
             params![kind, since_ms, device_id],
@@ -200,7 +229,7 @@ impl StoreTx for SqliteTx<'_, '_> {
         device_id: Option<&str>,
         since_ms: u64,
     ) -> Result<bool, StoreError> {
-        let n: u64 = self.0.query_row(
+        let n: u64 = self.row(
             "SELECT COUNT(*) FROM alerts
              WHERE kind = ?1 AND at_ms >= ?2 AND (?3 IS NULL OR device_id = ?3)",
             params![kind.name(), since_ms, device_id],
@@ -210,7 +239,7 @@ impl StoreTx for SqliteTx<'_, '_> {
     }
 
     fn pending_commands(&mut self, device_id: &str) -> Result<Vec<SignedCommand>, StoreError> {
-        let mut stmt = self.0.prepare(
+        let mut stmt = self.0.prepare_cached(
             "SELECT id, kind, issued_wall_ms, signature FROM commands
              WHERE device_id = ?1 AND delivered_ms IS NULL ORDER BY id LIMIT 64",
         )?;
@@ -246,7 +275,7 @@ impl StoreTx for SqliteTx<'_, '_> {
         command_id: u64,
         at_ms: u64,
     ) -> Result<(), StoreError> {
-        self.0.execute(
+        self.exec(
             "UPDATE commands SET delivered_ms = ?3
              WHERE device_id = ?1 AND id = ?2 AND delivered_ms IS NULL",
             params![device_id, command_id, at_ms],
