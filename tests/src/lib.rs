@@ -179,6 +179,25 @@ impl Fleet {
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         std::fs::write(out, cert.pem()).unwrap();
     }
+
+    /// A simulated device for load generators: a fresh software P-256 key and a certificate for
+    /// it naming `urn:posguard:device:<id>`. Returns (certificate DER, key PKCS#8 DER).
+    ///
+    /// # Panics
+    /// On failure (test support).
+    #[allow(clippy::unwrap_used)]
+    pub fn software_device(&self, id: &str) -> (Vec<u8>, Vec<u8>) {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, id);
+        params.subject_alt_names = vec![rcgen::SanType::URI(
+            format!("urn:posguard:device:{id}").try_into().unwrap(),
+        )];
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.der().to_vec(), key.serialize_der())
+    }
 }
 
 /// A free loopback TCP port (bound, read, released).
@@ -235,6 +254,11 @@ impl CollectorProcess {
             // Polling interval while waiting for the listener, not a synchronisation sleep.
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// SIGKILL, then start again on the same configuration.

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Runs posguard's benchmarks (never part of CI: figures come from a quiet machine and go into
+# docs/PERFORMANCE.md with the machine they ran on).
+#
+#   ./scripts/bench.sh            every benchmark
+#   ./scripts/bench.sh ingest     collector ingest from 1,000 simulated devices
+#   ./scripts/bench.sh uplink     end-to-end agent → collector shipping
+#   ./scripts/bench.sh hal|journal|auth|cache
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=lib/common.sh
+. scripts/lib/common.sh
+ensure_rust
+ensure_packages "${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
+
+which=${1:-all}
+# The end-to-end benchmarks start the optimised binaries from target/release.
+section "building the optimised binaries"
+cargo build --locked --profile bench --bins
+
+run() {
+  section "benchmark: $1 ($2)"
+  cargo bench --locked -p "$2" --bench "$1"
+}
+case "$which" in
+  ingest | uplink) run "$which" posguard-e2e ;;
+  hal) run hal posguard-hal ;;
+  journal | auth | cache) run "$which" posguard-agent ;;
+  all)
+    run hal posguard-hal
+    for b in journal auth cache; do run "$b" posguard-agent; done
+    for b in uplink ingest; do run "$b" posguard-e2e; done
+    ;;
+  *)
+    echo "usage: $0 [all|ingest|uplink|hal|journal|auth|cache]" >&2
+    exit 64
+    ;;
+esac

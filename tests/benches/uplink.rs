@@ -1,0 +1,182 @@
+//! End-to-end shipping throughput: the real `posguard-agent` (identity key in swtpm) ships its
+//! journal over mTLS to the real `posguard-collector`, which verifies and stores every record.
+//!
+//! The journal is filled first (through the local API, as the POS application would) while the
+//! collector is down; then the collector starts and the agent ships the backlog. Measured from
+//! the first acknowledgement to the last (the agent's own `acked_seq`, which only moves when
+//! the collector has stored the records durably): that is the sustained rate of the whole path
+//! — journal read, batch, TLS, collector verification and store, acknowledgement, prune.
+//! Afterwards the collector's store is queried: every seq from 1 to the head, once.
+//!
+//! Run: `./scripts/bench.sh uplink`. Knob: `POSGUARD_BENCH_EVENTS` (100000; the journal is given
+//! 256 MiB so that the backlog fits without overflow).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use posguard_e2e::{AgentProcess, CollectorProcess, Fleet, command, free_port};
+use posguard_hal::KeyMode;
+use posguard_hal::testing::Swtpm;
+use serde_json::{Value, json};
+
+fn status(socket: &Path) -> Value {
+    let s = UnixStream::connect(socket).unwrap();
+    let mut w = s.try_clone().unwrap();
+    w.write_all(b"{\"v\":1,\"id\":1,\"method\":\"status\",\"params\":{}}\n")
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).unwrap();
+    serde_json::from_str::<Value>(&line).unwrap()["result"].clone()
+}
+
+fn main() {
+    let events: u64 = std::env::var("POSGUARD_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let producers = 32u64;
+
+    let fleet = Fleet::new("posguard bench fleet CA");
+    let port = free_port();
+    let collector_config = fleet.path("collector.toml");
+    std::fs::write(
+        &collector_config,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nserver_cert = \"{}\"\nserver_key = \"{}\"\n\
+             fleet_ca = \"{}\"\nstore = \"{}\"\n[rate_limit]\nper_second = 1000.0\nburst = 1000\n",
+            fleet.path("server.pem").display(),
+            fleet.path("server.key").display(),
+            fleet.path("fleet-ca.pem").display(),
+            fleet.path("collector.db").display(),
+        ),
+    )
+    .unwrap();
+
+    let tpm = Swtpm::start().unwrap();
+    let se = posguard_hal::open(&tpm.config()).unwrap();
+    se.ensure_identity_key(KeyMode::OpenOrCreate).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("device.pem");
+    fleet.device_cert(se, "bench-term-1", &cert);
+    let socket = dir.path().join("agent.sock");
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[device]\nid = \"bench-term-1\"\n[secure_element]\ntcti = \"{}\"\n[journal]\n\
+             max_bytes = 268435456\ndir = \"{}\"\n[storage]\ndir = \"{}\"\n[api]\nsocket = \"{}\"\n[uplink]\n\
+             collector = \"127.0.0.1:{port}\"\nserver_name = \"localhost\"\nfleet_ca = \"{}\"\n\
+             certificate = \"{}\"\nheartbeat_secs = 1\nbackoff_max_secs = 1\n{}",
+            tpm.tcti(),
+            dir.path().join("journal").display(),
+            dir.path().join("state").display(),
+            socket.display(),
+            fleet.path("fleet-ca.pem").display(),
+            cert.display(),
+            std::env::var("POSGUARD_BENCH_UPLINK_EXTRA").unwrap_or_default(),
+        ),
+    )
+    .unwrap();
+    let agent = AgentProcess::start(&config, &socket);
+
+    // The backlog, appended while no collector answers.
+    let t = Instant::now();
+    let per = events / producers;
+    let threads: Vec<_> = (0..producers)
+        .map(|p| {
+            let socket = socket.clone();
+            std::thread::spawn(move || {
+                let s = UnixStream::connect(&socket).unwrap();
+                let mut w = s.try_clone().unwrap();
+                let mut r = BufReader::new(s);
+                for i in 0..per {
+                    let req = json!({"v": 1, "id": i, "method": "audit.record", "params": {
+                        "action": "refund", "amount_minor": 1000 + i, "currency": "EUR",
+                        "reference": format!("receipt {p:02}-{i:08}")}});
+                    w.write_all(format!("{req}\n").as_bytes()).unwrap();
+                    let mut line = String::new();
+                    r.read_line(&mut line).unwrap();
+                    assert!(line.contains("\"ok\":true"), "{line}");
+                }
+            })
+        })
+        .collect();
+    for th in threads {
+        th.join().unwrap();
+    }
+    let filled = t.elapsed();
+    let head = status(&socket)["journal"]["head_seq"].as_u64().unwrap();
+    println!(
+        "backlog: {} events appended durably through the local API in {:.1} s ({:.0}/s, \
+         {producers} clients); journal head {head}",
+        per * producers,
+        filled.as_secs_f64(),
+        (per * producers) as f64 / filled.as_secs_f64()
+    );
+
+    let _collector = CollectorProcess::start(&collector_config, port);
+    let started = Instant::now();
+    let mut first: Option<(Instant, u64)> = None;
+    let done = loop {
+        let acked = status(&socket)["uplink"]["acked_seq"].as_u64().unwrap_or(0);
+        let now = Instant::now();
+        if acked > 0 && first.is_none() {
+            first = Some((now, acked));
+        }
+        if acked >= head {
+            break now;
+        }
+        assert!(
+            now.duration_since(started) < Duration::from_secs(600),
+            "not shipped within 10 minutes: acked {acked} of {head}"
+        );
+        // Sampling interval of the measurement, not a synchronisation sleep.
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let (t0, a0) = first.unwrap();
+    let steady = done.duration_since(t0).as_secs_f64();
+    println!(
+        "shipping: {head} events acknowledged {:.2} s after the collector started; sustained \
+         from the first acknowledgement (seq {a0}) to the last: {:.0} events/s",
+        done.duration_since(started).as_secs_f64(),
+        (head - a0) as f64 / steady
+    );
+
+    let out = command("posguard-collector")
+        .args(["query", "--device", "bench-term-1", "--config"])
+        .arg(&collector_config)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let mut seqs: Vec<u64> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    let stored = seqs.len();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), stored, "nothing stored twice");
+    assert!(seqs.len() as u64 >= head && seqs.first() == Some(&1));
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "no gap in the stored chain"
+    );
+    println!(
+        "collector store: seqs 1..={} each once, verified",
+        seqs.len()
+    );
+    assert!(agent.stop().success());
+}
