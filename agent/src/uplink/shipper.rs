@@ -57,6 +57,9 @@ struct Shipper {
     rng: SystemRandom,
     ops_key: Option<[u8; 32]>,
     renew: RenewSchedule,
+    /// Records read while the previous batch was in flight: (first seq asked for, records).
+    /// Used only if the collector then expects exactly that seq.
+    prefetched: Option<(u64, Vec<posguard_proto::record::Record>)>,
 }
 
 fn me() -> PeerCred {
@@ -99,6 +102,7 @@ pub(super) async fn run(deps: UplinkDeps, stop: CancellationToken) {
         rng: SystemRandom::new(),
         ops_key,
         renew: RenewSchedule::new(),
+        prefetched: None,
     };
     loop {
         if stop.is_cancelled() {
@@ -229,14 +233,21 @@ impl Shipper {
         let journal = &self.deps.journal;
         let internal =
             |e: crate::journal::JournalError| UplinkError::Config(format!("journal: {e}"));
-        let records = journal
-            .read(
-                self.next_seq,
-                self.batch_records,
-                self.deps.config.batch_bytes,
-            )
-            .await
-            .map_err(internal)?;
+        let records = match self.prefetched.take() {
+            Some((from, records))
+                if from == self.next_seq && records.len() <= self.batch_records =>
+            {
+                records
+            }
+            _ => journal
+                .read(
+                    self.next_seq,
+                    self.batch_records,
+                    self.deps.config.batch_bytes,
+                )
+                .await
+                .map_err(internal)?,
+        };
         let heartbeat_due = self
             .last_sent
             .is_none_or(|t| t.elapsed() >= Duration::from_secs(self.deps.config.heartbeat_secs));
@@ -270,14 +281,29 @@ impl Shipper {
         let body = batch
             .to_bytes()
             .map_err(|e| UplinkError::Config(format!("batch: {e}")))?;
+        // While the collector verifies and stores this batch, read the next one (records are
+        // never rewritten, so what is read now is what would be read after the answer).
+        let reader = self.deps.journal.clone();
+        let (max_count, max_bytes) = (self.batch_records, self.deps.config.batch_bytes);
+        let prefetch = async move {
+            let from = last?.checked_add(1)?;
+            match reader.read(from, max_count, max_bytes).await {
+                Ok(next) if !next.is_empty() => Some((from, next)),
+                _ => None,
+            }
+        };
         let conn = self.connection().await?;
-        let answer = match conn.post("/v1/journal", body, TIMEOUT).await {
+        let (answer, prefetched) = tokio::join!(conn.post("/v1/journal", body, TIMEOUT), prefetch);
+        let answer = match answer {
             Ok(a) => a,
             Err(e) => {
                 self.conn = None;
                 return Err(e.into());
             }
         };
+        if answer.status == 200 {
+            self.prefetched = prefetched;
+        }
         let refused = |status: u16, code: Option<String>| UplinkError::Refused {
             status,
             code: code.unwrap_or_default(),
