@@ -435,7 +435,7 @@ fn ceilings(devices: &[Device]) {
     }
     let bulk = t.elapsed().as_secs_f64() / verified as f64;
     println!(
-        "one core: Ed25519 verify one at a time {:.1} µs/record ({:.0}/s); batch decode +          hash + body decode + grouped verify {:.1} µs/record ({:.0}/s)",
+        "one core: Ed25519 verify one at a time {:.1} µs/record ({:.0}/s); batch decode + hash + body decode + grouped verify {:.1} µs/record ({:.0}/s)",
         single * 1e6,
         1.0 / single,
         bulk * 1e6,

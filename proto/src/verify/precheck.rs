@@ -24,7 +24,7 @@ use crate::record::Record;
 
 /// Signatures verified together; a failing group is re-verified one by one, so the group is
 /// kept small enough that a forged record costs little extra.
-const GROUP: usize = 128;
+const GROUP: usize = 256;
 
 /// A record with the checks that need no chain state already done.
 #[derive(Debug, Clone)]
