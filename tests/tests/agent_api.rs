@@ -192,7 +192,18 @@ fn a_thousand_connections_are_served_or_shed_and_others_keep_working() {
     assert!(busy > 0, "excess connections are shed with a typed error");
     assert_eq!(served + busy, 1000, "every connection got an answer");
     assert!(agent.is_running());
-    assert_eq!(call(&t.socket, "status", json!({}))["ok"], true);
+    // The thousand connections are closed now; the agent frees their slots as it sees each
+    // close, so a new client may still be shed for a moment, with the same typed error.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let answer = loop {
+        let v = call(&t.socket, "status", json!({}));
+        if code(&v) != "busy" || std::time::Instant::now() > deadline {
+            break v;
+        }
+        // Polling interval while slots are released, not a synchronisation sleep.
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(answer["ok"], true, "{answer}");
     assert!(agent.stop().success());
 }
 
