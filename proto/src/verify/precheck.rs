@@ -10,8 +10,10 @@
 //! Nothing here is trusted blindly: a [`Prechecked`] records which public key its signature
 //! verified under, and the chain walk accepts it only if that is the key its own key ring (built
 //! from certificates verified against the device identity key) holds for the record; otherwise
-//! it verifies the signature itself. A batch that fails as a whole is verified one signature at
-//! a time, so one bad record never hides which one it is, and never fails its neighbours.
+//! it verifies the signature itself. A group that fails as a whole is verified one signature at
+//! a time up to the first bad one, so the records before it keep their verdict and the bad one
+//! is named; nothing after it is checked here (the chain walk stops at it, and checks anything
+//! it does reach itself).
 
 use ed25519_dalek::{Signature, VerifyingKey};
 
@@ -117,9 +119,12 @@ pub fn precheck(records: Vec<Record>, certs: &[JournalKeyCert]) -> Vec<Prechecke
                 || messages
                     .get(n)
                     .is_some_and(|m| verify_ed25519(public, m, p.record.signature()));
-            if good {
-                p.signed_by = Some(*public);
+            if !good {
+                // The chain walk stops at this record; checking what follows would be work for
+                // nothing (and a batch of forgeries would cost one full verification each).
+                return out;
             }
+            p.signed_by = Some(*public);
         }
     }
     out

@@ -45,7 +45,7 @@ fn a_long_good_run_is_verified_in_groups_with_the_same_events() {
 }
 
 #[test]
-fn one_forged_signature_in_a_group_is_refused_alone_at_its_seq() {
+fn a_forged_signature_in_a_group_is_named_and_the_records_before_it_stand() {
     let mut f = testkit::fixture(200);
     let forger = testkit::journal_key(9);
     let mut head = f.head;
@@ -72,8 +72,8 @@ fn one_forged_signature_in_a_group_is_refused_alone_at_its_seq() {
         .collect();
     assert_eq!(
         unsigned,
-        vec![201],
-        "only the forged record lacks a verified signature"
+        vec![201, 202],
+        "everything before the forged record verified; nothing after it was checked"
     );
     let (at, e) = first_refused_prechecked(&f, &encoded(&f)).unwrap_err();
     assert_eq!((at, e.seq), (200, Some(201)));
