@@ -173,7 +173,9 @@ fn stored_seqs(central: &Central, device: &str) -> Vec<u64> {
         .collect()
 }
 
-/// A TCP proxy that cuts some connections at a random byte count (in either direction).
+/// A TCP proxy that cuts some connections at a random byte count (in either direction): the
+/// first connection always (so that every run sees a cut however few connections the agent
+/// needs), then one in `cut_one_in`.
 fn cutting_proxy(target: u16, cut_one_in: u64) -> (u16, Arc<AtomicU64>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -189,7 +191,8 @@ fn cutting_proxy(target: u16, cut_one_in: u64) -> (u16, Arc<AtomicU64>) {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
-            let limit = if seed.is_multiple_of(cut_one_in) {
+            let first = cuts2.load(Ordering::Relaxed) == 0;
+            let limit = if first || seed.is_multiple_of(cut_one_in) {
                 Some(200 + (seed >> 8) % 60_000)
             } else {
                 None
