@@ -23,6 +23,12 @@ pub(super) fn serve(config: &Config) -> anyhow::Result<()> {
     // Held until the process exits: `restore` refuses to replace the store under us.
     let _lock = crate::lock::StoreLock::try_acquire(&config.store)?;
     let store = super::open_store(config)?;
+    // WAL checkpoints (copying pages into the database and its fsync) off the ingest path.
+    store
+        .leave_checkpoints_to_background()
+        .context("cannot configure the store's WAL checkpoints")?;
+    crate::store::sqlite::spawn_checkpointer(&config.store, Duration::from_millis(250))
+        .context("cannot start the background WAL checkpointer")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
