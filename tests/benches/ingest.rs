@@ -283,19 +283,7 @@ fn main() {
     ceilings(&devices);
 
     let port = free_port();
-    let config = fleet.path("collector.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\nserver_cert = \"{}\"\nserver_key = \"{}\"\n\
-             fleet_ca = \"{}\"\nstore = \"{}\"\n[rate_limit]\nper_second = 1000.0\nburst = 1000\n",
-            fleet.path("server.pem").display(),
-            fleet.path("server.key").display(),
-            fleet.path("fleet-ca.pem").display(),
-            fleet.path("collector.db").display(),
-        ),
-    )
-    .unwrap();
+    let config = fleet.collector_config(port, "[rate_limit]\nper_second = 1000.0\nburst = 1000\n");
     let collector = CollectorProcess::start(&config, port);
     let pid = collector.pid();
 

@@ -22,7 +22,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use posguard_e2e::{AgentProcess, CollectorProcess, Fleet, command, free_port};
+use posguard_e2e::{AgentProcess, CollectorProcess, Fleet, free_port};
 use posguard_hal::KeyMode;
 use posguard_hal::testing::Swtpm;
 use serde_json::{Value, json};
@@ -49,19 +49,8 @@ fn main() {
 
     let fleet = Fleet::new("posguard bench fleet CA");
     let port = free_port();
-    let collector_config = fleet.path("collector.toml");
-    std::fs::write(
-        &collector_config,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\nserver_cert = \"{}\"\nserver_key = \"{}\"\n\
-             fleet_ca = \"{}\"\nstore = \"{}\"\n[rate_limit]\nper_second = 1000.0\nburst = 1000\n",
-            fleet.path("server.pem").display(),
-            fleet.path("server.key").display(),
-            fleet.path("fleet-ca.pem").display(),
-            fleet.path("collector.db").display(),
-        ),
-    )
-    .unwrap();
+    let collector_config =
+        fleet.collector_config(port, "[rate_limit]\nper_second = 1000.0\nburst = 1000\n");
 
     let tpm = Swtpm::start().unwrap();
     let se = posguard_hal::open(&tpm.config()).unwrap();
@@ -157,21 +146,7 @@ fn main() {
         done.duration_since(started).as_secs_f64(),
     );
 
-    let out = command("posguard-collector")
-        .args(["query", "--device", "bench-term-1", "--config"])
-        .arg(&collector_config)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let mut seqs: Vec<u64> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["seq"]
-                .as_u64()
-                .unwrap()
-        })
-        .collect();
+    let mut seqs = posguard_e2e::stored_seqs(&collector_config, "bench-term-1");
     let stored = seqs.len();
     seqs.sort_unstable();
     seqs.dedup();

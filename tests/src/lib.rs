@@ -169,14 +169,7 @@ impl Fleet {
         out: &std::path::Path,
     ) {
         let key = posguard_hal::csr::IdentityCsrKey::new(element).unwrap();
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, id);
-        params.subject_alt_names = vec![rcgen::SanType::URI(
-            format!("urn:posguard:device:{id}").try_into().unwrap(),
-        )];
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let cert = device_params(id).signed_by(&key, &self.issuer).unwrap();
         std::fs::write(out, cert.pem()).unwrap();
     }
 
@@ -188,16 +181,74 @@ impl Fleet {
     #[allow(clippy::unwrap_used)]
     pub fn software_device(&self, id: &str) -> (Vec<u8>, Vec<u8>) {
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, id);
-        params.subject_alt_names = vec![rcgen::SanType::URI(
-            format!("urn:posguard:device:{id}").try_into().unwrap(),
-        )];
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let cert = device_params(id).signed_by(&key, &self.issuer).unwrap();
         (cert.der().to_vec(), key.serialize_der())
     }
+
+    /// Writes `collector.toml` in the fleet directory for a collector on `127.0.0.1:port` with
+    /// this fleet's server certificate and CA and a store in the same directory, then `extra`
+    /// (more top-level keys first, then tables). Returns its path.
+    ///
+    /// # Panics
+    /// On an I/O failure (test support).
+    #[allow(clippy::unwrap_used)]
+    pub fn collector_config(&self, port: u16, extra: &str) -> PathBuf {
+        let path = self.path("collector.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "listen = \"127.0.0.1:{port}\"\nserver_cert = \"{}\"\nserver_key = \"{}\"\n\
+                 fleet_ca = \"{}\"\nstore = \"{}\"\n{extra}",
+                self.path("server.pem").display(),
+                self.path("server.key").display(),
+                self.path("fleet-ca.pem").display(),
+                self.path("collector.db").display(),
+            ),
+        )
+        .unwrap();
+        path
+    }
+}
+
+/// Certificate parameters for device `id`: its name and the URI SAN the collector reads.
+#[allow(clippy::unwrap_used)]
+fn device_params(id: &str) -> rcgen::CertificateParams {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, id);
+    params.subject_alt_names = vec![rcgen::SanType::URI(
+        format!("urn:posguard:device:{id}").try_into().unwrap(),
+    )];
+    params
+}
+
+/// The seqs the collector with configuration `config` has stored for `device`, as
+/// `posguard-collector query` lists them (oldest first by time, one per stored record).
+///
+/// # Panics
+/// If the query fails (test support).
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+pub fn stored_seqs(config: &std::path::Path, device: &str) -> Vec<u64> {
+    let out = command("posguard-collector")
+        .args(["query", "--device", device, "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect()
 }
 
 /// A free loopback TCP port (bound, read, released).

@@ -152,25 +152,7 @@ fn wait_for(socket: &Path, secs: u64, what: &str, pred: impl Fn(&Value) -> bool)
 }
 
 fn stored_seqs(central: &Central, device: &str) -> Vec<u64> {
-    let out = command("posguard-collector")
-        .args(["query", "--device", device, "--config"])
-        .arg(&central.config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["seq"]
-                .as_u64()
-                .unwrap()
-        })
-        .collect()
+    posguard_e2e::stored_seqs(&central.config, device)
 }
 
 /// A TCP proxy that cuts some connections at a random byte count (in either direction): the
