@@ -33,7 +33,7 @@ pub mod config;
 pub mod daemon;
 pub mod datakey;
 pub mod journal;
-pub mod logging;
+pub use posguard_logging as logging;
 pub mod notify;
 pub mod prompt;
 pub mod uplink;

@@ -2,8 +2,8 @@
 //! exports the fleet's audit trails, and its operations CLI. The binary only parses arguments.
 //!
 //! Modules:
-//! - [`logging`]: journald under systemd, stderr otherwise (a copy of the agent's: the collector
-//!   does not depend on the agent).
+//! - [`logging`]: journald under systemd, stderr otherwise (the `posguard-logging` crate, shared
+//!   with the agent).
 //! - [`config`]: `collector.toml`, validated before anything is bound ([`config::Config`]).
 //! - [`tls`]: the TLS 1.3-only server config (client certificates verified when sent), rebuilt
 //!   when the CRL file changes; [`peer`]: the device id, DIK and expiry taken from a client
@@ -41,7 +41,7 @@ pub mod config;
 pub mod enroll;
 pub mod ingest;
 pub mod lock;
-pub mod logging;
+pub use posguard_logging as logging;
 pub mod metrics;
 pub mod opskey;
 pub mod peer;

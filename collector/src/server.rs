@@ -39,6 +39,26 @@ const DRAIN_GRACE: Duration = Duration::from_secs(10);
 /// How long the store's maintenance flag is trusted before it is read again.
 pub const MAINTENANCE_RECHECK: Duration = Duration::from_secs(1);
 
+/// The store's maintenance flag as last read, trusted for [`MAINTENANCE_RECHECK`].
+#[derive(Debug, Default)]
+pub struct MaintenanceCache(std::sync::Mutex<Option<(std::time::Instant, bool)>>);
+
+impl MaintenanceCache {
+    /// The flag, if it was read less than [`MAINTENANCE_RECHECK`] before `now`.
+    pub fn fresh(&self, now: std::time::Instant) -> Option<bool> {
+        let seen = *self.0.lock().ok()?;
+        seen.filter(|(at, _)| now.saturating_duration_since(*at) < MAINTENANCE_RECHECK)
+            .map(|(_, on)| on)
+    }
+
+    /// Records the flag as read at `at`.
+    pub fn record(&self, at: std::time::Instant, on: bool) {
+        if let Ok(mut seen) = self.0.lock() {
+            *seen = Some((at, on));
+        }
+    }
+}
+
 /// What request handling needs.
 #[derive(Debug)]
 pub struct AppState {
@@ -60,9 +80,8 @@ pub struct AppState {
     pub maintenance_file: Option<PathBuf>,
     /// `Retry-After` in maintenance mode, seconds.
     pub maintenance_retry_after_s: u64,
-    /// The store's maintenance flag as last read, and when: read again after
-    /// [`MAINTENANCE_RECHECK`], not on every request (each read is a trip to the store thread).
-    pub maintenance_seen: std::sync::Mutex<Option<(std::time::Instant, bool)>>,
+    /// The store's maintenance flag as last read (each read is a trip to the store thread).
+    pub maintenance_seen: MaintenanceCache,
     /// Alert thresholds.
     pub alerts: AlertConfig,
     /// The fleet CA for enrollment and renewal (`None`: those answer 503
@@ -88,7 +107,7 @@ impl AppState {
             request_timeout: Duration::from_secs(config.request_timeout_s),
             maintenance_file: config.maintenance_file.clone(),
             maintenance_retry_after_s: config.maintenance_retry_after_s,
-            maintenance_seen: std::sync::Mutex::new(None),
+            maintenance_seen: MaintenanceCache::default(),
             alerts: config.alerts,
             ca: None,
         }
@@ -173,4 +192,27 @@ async fn connection(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_maintenance_flag_is_trusted_for_the_recheck_interval_only() {
+        let cache = MaintenanceCache::default();
+        let t0 = std::time::Instant::now();
+        assert_eq!(cache.fresh(t0), None, "nothing read yet");
+        cache.record(t0, true);
+        assert_eq!(cache.fresh(t0), Some(true));
+        let almost = t0 + MAINTENANCE_RECHECK - Duration::from_millis(1);
+        assert_eq!(cache.fresh(almost), Some(true));
+        assert_eq!(
+            cache.fresh(t0 + MAINTENANCE_RECHECK),
+            None,
+            "read again after"
+        );
+        cache.record(t0 + MAINTENANCE_RECHECK, false);
+        assert_eq!(cache.fresh(t0 + MAINTENANCE_RECHECK), Some(false));
+    }
 }

@@ -32,10 +32,16 @@ fn terminal(extra: &str) -> Terminal {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("run/agent.sock");
     let config = dir.path().join("agent.toml");
+    // Short by default so the stalled-connection test is quick; a test may set its own.
+    let idle = if extra.contains("idle_timeout_secs") {
+        ""
+    } else {
+        "idle_timeout_secs = 2\n"
+    };
     std::fs::write(
         &config,
         format!(
-            "[device]\nid = \"term-0042\"\n\n[secure_element]\ntcti = \"{}\"\n\n[journal]\ndir = \"{}\"\n\n[storage]\ndir = \"{}\"\n\n[api]\nsocket = \"{}\"\nmax_connections = 32\nidle_timeout_secs = 2\n{extra}",
+            "[device]\nid = \"term-0042\"\n\n[secure_element]\ntcti = \"{}\"\n\n[journal]\ndir = \"{}\"\n\n[storage]\ndir = \"{}\"\n\n[api]\nsocket = \"{}\"\nmax_connections = 32\n{idle}{extra}",
             tpm.tcti(),
             dir.path().join("journal").display(),
             dir.path().join("state").display(),
@@ -166,8 +172,18 @@ fn bad_input_gets_typed_errors_and_the_agent_keeps_serving() {
 
 #[test]
 fn a_thousand_connections_are_served_or_shed_and_others_keep_working() {
-    let t = terminal("");
+    // Idle timeout longer than the flood takes even on a loaded machine: the client below waits
+    // through it.
+    let t = terminal("idle_timeout_secs = 120\n");
     let mut agent = AgentProcess::start(&t.config, &t.socket);
+    // A client already connected (and served) before the flood: it holds its slot throughout.
+    let (mut keeper_r, mut keeper_w) = connect(&t.socket);
+    let before = roundtrip(
+        &mut keeper_r,
+        &mut keeper_w,
+        b"{\"v\":1,\"id\":1,\"method\":\"status\"}",
+    );
+    assert_eq!(before["ok"], true, "{before}");
     let mut conns = Vec::new();
     for _ in 0..1000 {
         conns.push(UnixStream::connect(&t.socket).unwrap());
@@ -188,22 +204,19 @@ fn a_thousand_connections_are_served_or_shed_and_others_keep_working() {
             served += 1;
         }
     }
-    assert!(served >= 32, "served {served}");
+    // 32 slots, one held by the client connected before the flood.
+    assert!(served >= 31, "served {served}");
     assert!(busy > 0, "excess connections are shed with a typed error");
     assert_eq!(served + busy, 1000, "every connection got an answer");
     assert!(agent.is_running());
-    // The thousand connections are closed now; the agent frees their slots as it sees each
-    // close, so a new client may still be shed for a moment, with the same typed error.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let answer = loop {
-        let v = call(&t.socket, "status", json!({}));
-        if code(&v) != "busy" || std::time::Instant::now() > deadline {
-            break v;
-        }
-        // Polling interval while slots are released, not a synchronisation sleep.
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert_eq!(answer["ok"], true, "{answer}");
+    // The client that was there before the flood is still served. (A brand-new connection
+    // right now could still be shed while the agent sees the thousand closes: not a failure.)
+    let after = roundtrip(
+        &mut keeper_r,
+        &mut keeper_w,
+        b"{\"v\":1,\"id\":2,\"method\":\"status\"}",
+    );
+    assert_eq!(after["ok"], true, "{after}");
     assert!(agent.stop().success());
 }
 

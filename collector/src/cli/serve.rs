@@ -27,7 +27,12 @@ pub(super) fn serve(config: &Config) -> anyhow::Result<()> {
     store
         .leave_checkpoints_to_background()
         .context("cannot configure the store's WAL checkpoints")?;
-    crate::store::sqlite::spawn_checkpointer(&config.store, Duration::from_millis(250))
+    crate::store::sqlite::Checkpointer::open(&config.store)
+        .context("cannot open the store for WAL checkpoints")?
+        .spawn(
+            config.store.display().to_string(),
+            Duration::from_millis(250),
+        )
         .context("cannot start the background WAL checkpointer")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -159,17 +159,12 @@ async fn in_maintenance(state: &AppState) -> bool {
         return true;
     }
     let now = Instant::now();
-    if let Ok(seen) = state.maintenance_seen.lock()
-        && let Some((at, on)) = *seen
-        && now.duration_since(at) < super::MAINTENANCE_RECHECK
-    {
+    if let Some(on) = state.maintenance_seen.fresh(now) {
         return on;
     }
     // If the store cannot answer, ingest would fail too; let that path report it.
     let on = state.store.call(|s| s.maintenance()).await.unwrap_or(false);
-    if let Ok(mut seen) = state.maintenance_seen.lock() {
-        *seen = Some((now, on));
-    }
+    state.maintenance_seen.record(now, on);
     on
 }
 

@@ -6,8 +6,9 @@
 //! `journalctl -u posguard-agent POSGUARD_DEVICE=store12-till3` finds them. The prefix keeps our
 //! fields apart from journald's own (`MESSAGE`, `PRIORITY`, …).
 //!
-//! This file depends on nothing of the agent's: the collector carries a verbatim copy
-//! (`collector/src/logging.rs`) because it must not depend on the agent crate.
+//! Its own crate so that the agent and the collector share it without depending on each other.
+#![forbid(unsafe_code)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 use std::ffi::OsStr;
 use std::io::IsTerminal;
