@@ -332,7 +332,37 @@ fn lockdown_from_operations_is_verified_applied_and_journaled_and_a_forged_one_r
     wait_for(&good.socket, 30, "lockdown applied", |s| {
         s["lockdown"] == true
     });
-    std::thread::sleep(Duration::from_secs(3));
+    // Wait for the forged terminal's refusal to reach the collector (its journal event, shipped
+    // like any other), then check it did not lock down.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = command("posguard-collector")
+            .args([
+                "query",
+                "--device",
+                "term-e2e-3",
+                "--kind",
+                "command_refused",
+                "--config",
+            ])
+            .arg(&c.config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if !out.stdout.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the forged command's refusal never arrived"
+        );
+        // Polling interval of the wait for that event.
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert_eq!(
         status(&forged.socket)["lockdown"],
         false,
