@@ -10,6 +10,7 @@
 //! - [`datakey`]: the TPM-sealed data key and AES-256-GCM for secrets at rest.
 //! - [`journal`]: the signed, hash-chained audit journal in sled.
 //! - [`uplink`]: shipping the journal to the collector over mTLS with the TPM-held key.
+//! - `walk`: reading sled trees one lookup per entry, so that sled's cache keeps to its size.
 //! - [`notify`]: systemd's notification protocol (READY, WATCHDOG, STOPPING, STATUS), no libsystemd.
 //! - [`logging`]: journald with structured fields under systemd, plain stderr otherwise.
 //! - [`config`]: the agent's TOML configuration, validated with errors that name the key.
@@ -37,6 +38,7 @@ pub use posguard_logging as logging;
 pub mod notify;
 pub mod prompt;
 pub mod uplink;
+mod walk;
 
 /// Exit code for bad usage or configuration (sysexits EX_USAGE); systemd does not restart on it.
 pub const EXIT_USAGE: u8 = 64;

@@ -53,10 +53,24 @@ impl AgentProcess {
     /// If it exits or does not come up.
     #[allow(clippy::expect_used, clippy::panic)]
     pub fn start(config: &std::path::Path, socket: &std::path::Path) -> Self {
+        Self::start_with_env(config, socket, &[])
+    }
+
+    /// [`AgentProcess::start`] with extra environment variables.
+    ///
+    /// # Panics
+    /// If it exits or does not come up.
+    #[allow(clippy::expect_used, clippy::panic)]
+    pub fn start_with_env(
+        config: &std::path::Path,
+        socket: &std::path::Path,
+        env: &[(&str, &str)],
+    ) -> Self {
         let child = command("posguard-agent")
             .args(["run", "--config"])
             .arg(config)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdin(std::process::Stdio::null())
             .spawn()
             .expect("start posguard-agent");
@@ -94,6 +108,11 @@ impl AgentProcess {
             .status()
             .expect("run kill");
         self.child.wait().expect("wait for posguard-agent")
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Whether it is still running.

@@ -1,5 +1,7 @@
 //! put / get / delete / list: the blocking core behind the `cache.*` API methods.
 
+use std::ops::Bound;
+
 use posguard_proto::event::{CacheRefusal, EventKind, PeerCred};
 use zeroize::Zeroizing;
 
@@ -8,6 +10,7 @@ use super::record::{Header, RecordId, aad, plain_size};
 use super::store::entry_size;
 use super::{Cache, CacheError, guard};
 use crate::clock::Clock;
+use crate::walk::{walk, walk_all};
 
 /// A record read back. `Debug` shows the size, never the bytes.
 pub struct Stored {
@@ -217,11 +220,12 @@ impl Cache {
         let now = Clock::wall_ms();
         let records = &self.inner.store.records;
         let iter = match after {
-            Some(a) => records.range::<&[u8], _>((
-                std::ops::Bound::Excluded(a.as_str().as_bytes()),
-                std::ops::Bound::Unbounded,
-            )),
-            None => records.iter(),
+            Some(a) => walk(
+                records,
+                Bound::Excluded(a.as_str().as_bytes()),
+                Bound::Unbounded,
+            ),
+            None => walk_all(records),
         };
         let mut out = Vec::new();
         for entry in iter {

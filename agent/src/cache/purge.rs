@@ -9,6 +9,7 @@ use super::record::Header;
 use super::store::entry_size;
 use super::{Cache, CacheError};
 use crate::clock::Clock;
+use crate::walk::walk_all;
 
 impl Cache {
     /// Removes every expired record; journals the counts (`CachePurged`) when any went.
@@ -17,7 +18,7 @@ impl Cache {
         let inner = &self.inner;
         let now = Clock::wall_ms();
         let (mut purged, mut remaining) = (0u64, 0u64);
-        for entry in inner.store.records.iter() {
+        for entry in walk_all(&inner.store.records) {
             let (key, value) = entry.map_err(CacheError::db("scan"))?;
             let expired = Header::decode(&value).is_some_and(|(h, _, _)| h.expires_unix_ms <= now);
             if !expired {

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::record::{Header, RecordId};
 use super::store::entry_size;
 use super::{Cache, CacheError};
+use crate::walk::walk_all;
 
 /// What a re-encryption pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -69,7 +70,7 @@ impl Cache {
         if inner.keyring.versions().iter().all(|v| *v >= current) {
             return Ok(report);
         }
-        for entry in inner.store.records.iter() {
+        for entry in walk_all(&inner.store.records) {
             if stop.is_cancelled() {
                 report.interrupted = true;
                 break;
@@ -131,7 +132,7 @@ impl Cache {
         // Held throughout: no put or re-encryption can store a record meanwhile.
         let _writer = inner.store.writer();
         let mut in_use = BTreeSet::new();
-        for entry in inner.store.records.iter() {
+        for entry in walk_all(&inner.store.records) {
             let (_, value) = entry.map_err(CacheError::db("scan"))?;
             match Header::decode(&value) {
                 Some((header, _, _)) => in_use.insert(header.key_version),

@@ -10,6 +10,7 @@ use std::sync::{Mutex, MutexGuard};
 use super::CacheError;
 use super::record::TREE;
 use super::sync::GroupSync;
+use crate::walk::walk_all;
 
 /// sled's log segment size: smaller than its default (512 KiB) for a small bound.
 const SEGMENT_BYTES: usize = 128 * 1024;
@@ -74,7 +75,7 @@ impl Store {
             source,
         })?;
         let mut used = 0u64;
-        for entry in records.iter() {
+        for entry in walk_all(&records) {
             let (k, v) = entry.map_err(CacheError::db("scan"))?;
             used = used.saturating_add(entry_size(k.len(), v.len()));
         }

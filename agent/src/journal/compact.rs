@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use super::JournalError;
 use super::store::Store;
+use crate::walk::walk_all;
 
 const COMPLETE_MARKER: &str = "posguard-compaction-complete";
 
@@ -49,7 +50,7 @@ pub(crate) fn finish_interrupted(dir: &Path) -> Result<(), JournalError> {
 }
 
 fn copy_tree(from: &sled::Tree, to: &sled::Tree) -> Result<(), JournalError> {
-    for item in from.iter() {
+    for item in walk_all(from) {
         let (k, v) = item.map_err(|source| JournalError::Db {
             context: "compact: read",
             source,

@@ -11,6 +11,7 @@ use posguard_proto::text::DeviceId;
 use super::JournalError;
 use super::scan;
 use super::store::{META_DEVICE_ID, META_DIK, Store};
+use crate::walk::walk_all;
 
 /// The result of verifying a journal directory.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -90,7 +91,7 @@ pub fn read_events(dir: &Path) -> Result<Vec<(u64, Event)>, JournalError> {
     copy_dir(dir, &scratch.0).map_err(|e| JournalError::io("copy", dir, e))?;
     let store = Store::open(&scratch.0, 4 * 1024 * 1024)?;
     let mut out = Vec::new();
-    for item in store.records.iter() {
+    for item in walk_all(&store.records) {
         let (_, v) = item.map_err(|source| JournalError::Db {
             context: "read records",
             source,

@@ -3,6 +3,8 @@
 //! signed overflow event naming the range and count is committed *before* anything unshipped is
 //! removed, so a kill in between never leaves a silent gap.
 
+use std::ops::Bound;
+
 use posguard_proto::chain::ChainHead;
 use posguard_proto::event::{EventKind, Overflow};
 use posguard_proto::record::Record;
@@ -10,6 +12,7 @@ use posguard_proto::record::Record;
 use super::JournalError;
 use super::store::{META_BASE, Store, key_seq, seq_key};
 use super::writer::Writer;
+use crate::walk::walk;
 
 /// Share of `max_bytes` that live record bytes may use: sled's log needs the rest
 /// (segments being rewritten, the page table, the snapshot).
@@ -37,7 +40,11 @@ impl Writer {
 
         // 1. Shipped and acknowledged records, oldest first.
         let mut shipped = Vec::new();
-        for item in self.store.records.range(..=seq_key(self.shipped)) {
+        for item in walk(
+            &self.store.records,
+            Bound::Unbounded,
+            Bound::Included(&seq_key(self.shipped)),
+        ) {
             if excess == 0 {
                 break;
             }
@@ -62,11 +69,11 @@ impl Writer {
         // 2. and 3. Unshipped: routine first, then critical, oldest first within each.
         let mut routine = Vec::new();
         let mut critical = Vec::new();
-        for item in self
-            .store
-            .records
-            .range(seq_key(self.shipped.saturating_add(1))..)
-        {
+        for item in walk(
+            &self.store.records,
+            Bound::Included(&seq_key(self.shipped.saturating_add(1))),
+            Bound::Unbounded,
+        ) {
             let (k, v) = item.map_err(db("scan records"))?;
             let Some(seq) = key_seq(&k) else { continue };
             let Ok(record) = Record::from_bytes(&v) else {
@@ -146,7 +153,11 @@ impl Writer {
         }
         if let Some(base) = base {
             self.store.put(META_BASE, &Store::head_bytes(&base))?;
-            let old = self.store.checkpoints.range(..seq_key(base.seq));
+            let old = walk(
+                &self.store.checkpoints,
+                Bound::Unbounded,
+                Bound::Excluded(&seq_key(base.seq)),
+            );
             for item in old {
                 let (k, _) = item.map_err(db("scan checkpoints"))?;
                 self.store

@@ -12,6 +12,7 @@ use posguard_proto::verify::{ChainVerifier, GapPolicy};
 
 use super::JournalError;
 use super::store::{META_BASE, META_LAST_CHECKPOINT, Store, key_seq};
+use crate::walk::walk_all;
 
 /// What a scan found.
 #[derive(Debug, Clone)]
@@ -39,7 +40,7 @@ pub(crate) fn base(store: &Store, device_id: &DeviceId) -> Result<ChainHead, Jou
 
 pub(crate) fn certs(store: &Store) -> Result<Vec<JournalKeyCert>, JournalError> {
     let mut out = Vec::new();
-    for item in store.certs.iter() {
+    for item in walk_all(&store.certs) {
         let (_, v) = item.map_err(|source| JournalError::Db {
             context: "read certificates",
             source,
@@ -110,7 +111,7 @@ pub(crate) fn scan(
     // declared (the verifier itself moves on past a gap provisionally).
     let mut clean_head = anchor;
     let (mut clean_count, mut clean_bytes) = (0u64, 0u64);
-    for item in store.records.iter() {
+    for item in walk_all(&store.records) {
         let (k, v) = item.map_err(|source| JournalError::Db {
             context: "read records",
             source,

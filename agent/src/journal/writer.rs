@@ -2,6 +2,7 @@
 //! them in groups — one sled flush and one fdatasync for every append waiting at that moment —
 //! before any of them is acknowledged.
 
+use std::ops::Bound;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,7 @@ use super::store::{
 };
 use super::{Command, JournalConfig, JournalError, JournalStatus};
 use crate::clock::Clock;
+use crate::walk::{walk, walk_all};
 
 pub(super) struct Writer {
     pub(super) config: JournalConfig,
@@ -319,7 +321,11 @@ impl Writer {
     ) -> Result<Vec<Record>, JournalError> {
         let mut out = Vec::new();
         let mut size = 0usize;
-        for item in self.store.records.range(seq_key(from)..) {
+        for item in walk(
+            &self.store.records,
+            Bound::Included(&seq_key(from)),
+            Bound::Unbounded,
+        ) {
             let (_, v) = item.map_err(|source| JournalError::Db {
                 context: "read records",
                 source,
@@ -363,23 +369,21 @@ impl Writer {
                 let _ = reply.send(self.read(from, max_count, max_bytes));
             }
             Command::Checkpoints { from, to, reply } => {
-                let found = self
-                    .store
-                    .checkpoints
-                    .range(seq_key(from)..=seq_key(to))
-                    .map(|i| i.map(|(_, v)| v.to_vec()))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|source| JournalError::Db {
-                        context: "read checkpoints",
-                        source,
-                    });
+                let found = walk(
+                    &self.store.checkpoints,
+                    Bound::Included(&seq_key(from)),
+                    Bound::Included(&seq_key(to)),
+                )
+                .map(|i| i.map(|(_, v)| v.to_vec()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|source| JournalError::Db {
+                    context: "read checkpoints",
+                    source,
+                });
                 let _ = reply.send(found);
             }
             Command::Certs(reply) => {
-                let certs = self
-                    .store
-                    .certs
-                    .iter()
+                let certs = walk_all(&self.store.certs)
                     .map(|i| i.map(|(_, v)| v.to_vec()))
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|source| JournalError::Db {
