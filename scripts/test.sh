@@ -16,7 +16,7 @@ cargo test --locked --workspace --lib --bins --tests --examples
 cargo test --locked --workspace --doc
 
 # Benchmarks are measured with ./scripts/bench.sh on a quiet machine. Here they are compiled,
-# and the two end-to-end ones run as small smoke tests of the same path (without `--bench`
+# and the end-to-end ones run as small smoke tests of the same path (without `--bench`
 # they shrink themselves), so that none of them rots.
 section "benchmarks: compiled; the end-to-end ones as smoke tests"
 cargo test --locked --workspace --benches --no-run
