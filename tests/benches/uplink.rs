@@ -17,25 +17,12 @@
     clippy::panic
 )]
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use posguard_e2e::{AgentProcess, CollectorProcess, Fleet, free_port};
-use posguard_hal::KeyMode;
+use posguard_e2e::{
+    AgentProcess, CollectorProcess, Fleet, agent_status, append_business_events, free_port,
+};
 use posguard_hal::testing::Swtpm;
-use serde_json::{Value, json};
-
-fn status(socket: &Path) -> Value {
-    let s = UnixStream::connect(socket).unwrap();
-    let mut w = s.try_clone().unwrap();
-    w.write_all(b"{\"v\":1,\"id\":1,\"method\":\"status\",\"params\":{}}\n")
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(s).read_line(&mut line).unwrap();
-    serde_json::from_str::<Value>(&line).unwrap()["result"].clone()
-}
 
 fn main() {
     // `cargo bench` passes `--bench`; under `cargo test --all-targets` (CI) this runs as a small
@@ -53,59 +40,20 @@ fn main() {
         fleet.collector_config(port, "[rate_limit]\nper_second = 1000.0\nburst = 1000\n");
 
     let tpm = Swtpm::start().unwrap();
-    let se = posguard_hal::open(&tpm.config()).unwrap();
-    se.ensure_identity_key(KeyMode::OpenOrCreate).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let cert = dir.path().join("device.pem");
-    fleet.device_cert(se, "bench-term-1", &cert);
-    let socket = dir.path().join("agent.sock");
-    let config = dir.path().join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[device]\nid = \"bench-term-1\"\n[secure_element]\ntcti = \"{}\"\n[journal]\n\
-             max_bytes = 268435456\ndir = \"{}\"\n[storage]\ndir = \"{}\"\n[api]\nsocket = \"{}\"\n[uplink]\n\
-             collector = \"127.0.0.1:{port}\"\nserver_name = \"localhost\"\nfleet_ca = \"{}\"\n\
-             certificate = \"{}\"\nheartbeat_secs = 1\nbackoff_max_secs = 1\n{}",
-            tpm.tcti(),
-            dir.path().join("journal").display(),
-            dir.path().join("state").display(),
-            socket.display(),
-            fleet.path("fleet-ca.pem").display(),
-            cert.display(),
-            std::env::var("POSGUARD_BENCH_UPLINK_EXTRA").unwrap_or_default(),
-        ),
-    )
-    .unwrap();
-    let agent = AgentProcess::start(&config, &socket);
+    let extra = std::env::var("POSGUARD_BENCH_UPLINK_EXTRA").unwrap_or_default();
+    // 256 MiB: the backlog fits without overflow.
+    let terminal = fleet.bench_terminal(&tpm, "bench-term-1", port, 256 << 20, &extra);
+    let socket = terminal.socket.clone();
+    let agent = AgentProcess::start(&terminal.config, &socket);
 
     // The backlog, appended while no collector answers.
     let t = Instant::now();
     let per = events / producers;
-    let threads: Vec<_> = (0..producers)
-        .map(|p| {
-            let socket = socket.clone();
-            std::thread::spawn(move || {
-                let s = UnixStream::connect(&socket).unwrap();
-                let mut w = s.try_clone().unwrap();
-                let mut r = BufReader::new(s);
-                for i in 0..per {
-                    let req = json!({"v": 1, "id": i, "method": "audit.record", "params": {
-                        "action": "refund", "amount_minor": 1000 + i, "currency": "EUR",
-                        "reference": format!("receipt {p:02}-{i:08}")}});
-                    w.write_all(format!("{req}\n").as_bytes()).unwrap();
-                    let mut line = String::new();
-                    r.read_line(&mut line).unwrap();
-                    assert!(line.contains("\"ok\":true"), "{line}");
-                }
-            })
-        })
-        .collect();
-    for th in threads {
-        th.join().unwrap();
-    }
+    append_business_events(&socket, producers, per, 0);
     let filled = t.elapsed();
-    let head = status(&socket)["journal"]["head_seq"].as_u64().unwrap();
+    let head = agent_status(&socket)["journal"]["head_seq"]
+        .as_u64()
+        .unwrap();
     println!(
         "backlog: {} events appended durably through the local API in {:.1} s ({:.0}/s, \
          {producers} clients); journal head {head}",
@@ -118,7 +66,9 @@ fn main() {
     let started = Instant::now();
     let mut first: Option<(Instant, u64)> = None;
     let done = loop {
-        let acked = status(&socket)["uplink"]["acked_seq"].as_u64().unwrap_or(0);
+        let acked = agent_status(&socket)["uplink"]["acked_seq"]
+            .as_u64()
+            .unwrap_or(0);
         let now = Instant::now();
         if acked > 0 && first.is_none() {
             first = Some((now, acked));

@@ -128,6 +128,75 @@ impl Drop for AgentProcess {
     }
 }
 
+/// The agent's `status` result, asked over its local API.
+///
+/// # Panics
+/// If the socket does not answer with a JSON line.
+#[allow(clippy::expect_used)]
+pub fn agent_status(socket: &std::path::Path) -> serde_json::Value {
+    use std::io::{BufRead, Write};
+    let s = std::os::unix::net::UnixStream::connect(socket).expect("connect to the agent");
+    let mut w = s.try_clone().expect("clone the socket");
+    w.write_all(b"{\"v\":1,\"id\":1,\"method\":\"status\",\"params\":{}}\n")
+        .expect("send status");
+    let mut line = String::new();
+    std::io::BufReader::new(s)
+        .read_line(&mut line)
+        .expect("read status");
+    let answer: serde_json::Value = serde_json::from_str(&line).expect("status is JSON");
+    answer.get("result").cloned().unwrap_or_default()
+}
+
+/// Appends `clients × per_client` POS business events (`audit.record`, durable when answered)
+/// through the agent's local API from `clients` connections at once, as a busy POS application
+/// would. `tag` goes into each reference, so that rounds differ.
+///
+/// # Panics
+/// If a call fails or is refused.
+#[allow(clippy::expect_used, clippy::panic)]
+pub fn append_business_events(socket: &std::path::Path, clients: u64, per_client: u64, tag: u64) {
+    use std::io::{BufRead, Write};
+    let threads: Vec<_> = (0..clients)
+        .map(|p| {
+            let socket = socket.to_path_buf();
+            std::thread::spawn(move || {
+                let s =
+                    std::os::unix::net::UnixStream::connect(&socket).expect("connect to the agent");
+                let mut w = s.try_clone().expect("clone the socket");
+                let mut r = std::io::BufReader::new(s);
+                for i in 0..per_client {
+                    let req = serde_json::json!({"v": 1, "id": i, "method": "audit.record",
+                        "params": {"action": "sale", "amount_minor": 1000 + i,
+                        "currency": "EUR", "reference": format!("receipt t{tag} c{p} n{i}")}});
+                    w.write_all(format!("{req}\n").as_bytes())
+                        .expect("send audit.record");
+                    let mut line = String::new();
+                    r.read_line(&mut line).expect("read the answer");
+                    assert!(line.contains("\"ok\":true"), "audit.record refused: {line}");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        if t.join().is_err() {
+            panic!("a client thread failed");
+        }
+    }
+}
+
+/// What [`Fleet::bench_terminal`] set up; the directory is removed on drop.
+#[derive(Debug)]
+pub struct BenchTerminal {
+    /// The agent's configuration file.
+    pub config: PathBuf,
+    /// Its local API socket.
+    pub socket: PathBuf,
+    /// Its journal directory.
+    pub journal: PathBuf,
+    /// The directory holding all of it.
+    pub dir: tempfile::TempDir,
+}
+
 /// A throwaway fleet PKI: the fleet CA, the collector's server certificate for `localhost`,
 /// and device certificates for secure-element keys, written as PEM files in `dir`.
 pub struct Fleet {
@@ -190,6 +259,54 @@ impl Fleet {
         let key = posguard_hal::csr::IdentityCsrKey::new(element).unwrap();
         let cert = device_params(id).signed_by(&key, &self.issuer).unwrap();
         std::fs::write(out, cert.pem()).unwrap();
+    }
+
+    /// A provisioned terminal for benchmarks: its identity key in `tpm` with a certificate for
+    /// `id`, and an agent configuration in a fresh directory (journal bound `journal_max_bytes`,
+    /// shipping to `127.0.0.1:collector_port` with a 1 s heartbeat and backoff cap; `extra`
+    /// appended to the TOML).
+    ///
+    /// # Panics
+    /// On failure (test support).
+    #[allow(clippy::unwrap_used)]
+    pub fn bench_terminal(
+        &self,
+        tpm: &posguard_hal::testing::Swtpm,
+        id: &str,
+        collector_port: u16,
+        journal_max_bytes: u64,
+        extra: &str,
+    ) -> BenchTerminal {
+        let se = posguard_hal::open(&tpm.config()).unwrap();
+        se.ensure_identity_key(posguard_hal::KeyMode::OpenOrCreate)
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("device.pem");
+        self.device_cert(se, id, &cert);
+        let t = BenchTerminal {
+            socket: dir.path().join("agent.sock"),
+            journal: dir.path().join("journal"),
+            config: dir.path().join("agent.toml"),
+            dir,
+        };
+        std::fs::write(
+            &t.config,
+            format!(
+                "[device]\nid = \"{id}\"\n[secure_element]\ntcti = \"{}\"\n[journal]\n\
+                 max_bytes = {journal_max_bytes}\ndir = \"{}\"\n[storage]\ndir = \"{}\"\n\
+                 [api]\nsocket = \"{}\"\n[uplink]\ncollector = \"127.0.0.1:{collector_port}\"\n\
+                 server_name = \"localhost\"\nfleet_ca = \"{}\"\ncertificate = \"{}\"\n\
+                 heartbeat_secs = 1\nbackoff_max_secs = 1\n{extra}",
+                tpm.tcti(),
+                t.journal.display(),
+                t.dir.path().join("state").display(),
+                t.socket.display(),
+                self.path("fleet-ca.pem").display(),
+                cert.display(),
+            ),
+        )
+        .unwrap();
+        t
     }
 
     /// A simulated device for load generators: a fresh software P-256 key and a certificate for
