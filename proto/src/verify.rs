@@ -13,7 +13,7 @@ mod precheck;
 pub use chain::{ChainState, ChainVerifier, GapPolicy};
 pub use gaps::{GapRange, MAX_PENDING_GAPS};
 pub use keyring::MAX_CERTS;
-pub use precheck::{Prechecked, precheck};
+pub use precheck::{Prechecked, SignedMessage, precheck, verify_ed25519_batch};
 
 use crate::cert::JournalKeyCert;
 use crate::chain::ChainHead;
