@@ -18,6 +18,9 @@ use crate::walk::walk;
 /// (segments being rewritten, the page table, the snapshot).
 const LIVE_SHARE_PERCENT: u64 = 25;
 
+/// Records removed per sled batch when pruning.
+const REMOVE_BATCH: usize = 64;
+
 struct Victim {
     seq: u64,
     len: u64,
@@ -166,16 +169,22 @@ impl Writer {
                     .map_err(db("prune checkpoints"))?;
             }
         }
-        let mut batch = sled::Batch::default();
-        for v in victims {
-            batch.remove(&seq_key(v.seq));
-            self.count = self.count.saturating_sub(1);
-            self.bytes = self.bytes.saturating_sub(v.len);
+        // In small batches: sled keeps every leaf version a batch replaces until the batch ends
+        // (one epoch guard), and one batch of thousands of removals held tens of MiB at once.
+        // Atomicity is not needed here: a kill part way leaves records the overflow event (or the
+        // base) already declares gone, which verification accepts ("fewer missing is fine").
+        for chunk in victims.chunks(REMOVE_BATCH) {
+            let mut batch = sled::Batch::default();
+            for v in chunk {
+                batch.remove(&seq_key(v.seq));
+                self.count = self.count.saturating_sub(1);
+                self.bytes = self.bytes.saturating_sub(v.len);
+            }
+            self.store
+                .records
+                .apply_batch(batch)
+                .map_err(db("prune records"))?;
         }
-        self.store
-            .records
-            .apply_batch(batch)
-            .map_err(db("prune records"))?;
         self.store.make_durable()
     }
 
