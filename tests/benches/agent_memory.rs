@@ -27,23 +27,69 @@ use posguard_e2e::{
 };
 use posguard_hal::testing::Swtpm;
 
-/// The environment `systemd/posguard-agent.service` gives the agent.
-/// (Plus quiet logs: the agent warns at every failed delivery while the collector is down.)
-const UNIT_ENV: &[(&str, &str)] = &[("MALLOC_ARENA_MAX", "2"), ("RUST_LOG", "error")];
+/// The `Environment=` lines of `systemd/posguard-agent.service`, read from the unit itself so
+/// that the benchmark measures what is deployed, plus quiet logs (the agent warns at every
+/// failed delivery while the collector is down).
+fn unit_env() -> Vec<(String, String)> {
+    let unit = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../systemd/posguard-agent.service"
+    );
+    let text = std::fs::read_to_string(unit).unwrap();
+    let env: Vec<(String, String)> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Environment="))
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .chain([("RUST_LOG".to_string(), "error".to_string())])
+        .collect();
+    assert!(env.len() > 1, "no Environment= line in {unit}");
+    env
+}
 
+/// `VmRSS` of `pid` in MiB.
 fn rss_mib(pid: u32) -> f64 {
+    status_mib(pid, "VmRSS:")
+}
+
+/// One `kB` line of `/proc/<pid>/status`, in MiB.
+fn status_mib(pid: u32, key: &str) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let kib: f64 = status
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))
+        .find(|l| l.starts_with(key))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap();
     kib / 1024.0
 }
 
+/// What the resident set is made of: heap and stacks, mapped files (the binary, libraries).
+fn rss_parts(pid: u32) -> String {
+    format!(
+        "anon {:.1}, file {:.1}",
+        status_mib(pid, "RssAnon:"),
+        status_mib(pid, "RssFile:")
+    )
+}
+
 fn dir_mib(dir: &Path) -> f64 {
     posguard_agent::journal::dir_size(dir) as f64 / 1_048_576.0
+}
+
+/// [`unit_env`] plus `POSGUARD_BENCH_AGENT_ENV` (space-separated `NAME=value`, `{start}` in a
+/// value replaced by 1 for the first start and 2 for the restart), for trying allocator
+/// settings or a heap profiler (`LD_PRELOAD=…/libheaptrack_preload.so
+/// DUMP_HEAPTRACK_OUTPUT=/tmp/agent-{start}.raw`) without editing the unit.
+fn agent_env(start: u32) -> Vec<(String, String)> {
+    let extra = std::env::var("POSGUARD_BENCH_AGENT_ENV").unwrap_or_default();
+    unit_env()
+        .into_iter()
+        .chain(extra.split_whitespace().filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            Some((k.to_string(), v.replace("{start}", &start.to_string())))
+        }))
+        .collect()
 }
 
 fn main() {
@@ -64,10 +110,13 @@ fn main() {
         "agent memory with a full journal (bound {} MiB):",
         max_bytes >> 20
     );
-    let agent = AgentProcess::start_with_env(config, socket, UNIT_ENV);
+    let env = agent_env(1);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let agent = AgentProcess::start_with_env(config, socket, &env);
     println!(
-        "  started on an empty journal:            RSS {:5.1} MiB",
-        rss_mib(agent.pid())
+        "  started on an empty journal:            RSS {:5.1} MiB ({})",
+        rss_mib(agent.pid()),
+        rss_parts(agent.pid())
     );
     // Fill until the bound makes the journal drop unshipped routine records.
     let t = Instant::now();
@@ -83,29 +132,34 @@ fn main() {
     }
     let j = agent_status(socket)["journal"].clone();
     println!(
-        "  filled in {:.0} s: {} records, head {}, {} dropped, {:.1} MiB on disk; RSS {:5.1} MiB",
+        "  filled in {:.0} s: {} records, head {}, {} dropped, {:.1} MiB on disk; RSS {:5.1} MiB ({})",
         t.elapsed().as_secs_f64(),
         j["records"],
         j["head_seq"],
         j["dropped"],
         dir_mib(journal),
-        rss_mib(agent.pid())
+        rss_mib(agent.pid()),
+        rss_parts(agent.pid())
     );
     assert!(agent.stop().success());
 
     let t = Instant::now();
-    let agent = AgentProcess::start_with_env(config, socket, UNIT_ENV);
+    let env = agent_env(2);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let agent = AgentProcess::start_with_env(config, socket, &env);
     let j = agent_status(socket)["journal"].clone();
     assert!(j["finding"].is_null(), "the full journal verified: {j}");
     println!(
-        "  restarted on the full journal ({:.2} s to the socket): RSS {:5.1} MiB",
+        "  restarted on the full journal ({:.2} s to the socket): RSS {:5.1} MiB ({})",
         t.elapsed().as_secs_f64(),
-        rss_mib(agent.pid())
+        rss_mib(agent.pid()),
+        rss_parts(agent.pid())
     );
     append_business_events(socket, 1, more, 900);
     println!(
-        "  after {more} more appends:                RSS {:5.1} MiB",
-        rss_mib(agent.pid())
+        "  after {more} more appends:                RSS {:5.1} MiB ({})",
+        rss_mib(agent.pid()),
+        rss_parts(agent.pid())
     );
 
     let head = agent_status(socket)["journal"]["head_seq"]
@@ -128,9 +182,10 @@ fn main() {
         std::thread::sleep(Duration::from_millis(50));
     }
     println!(
-        "  after shipping the backlog ({:.1} s):      RSS {:5.1} MiB",
+        "  after shipping the backlog ({:.1} s):      RSS {:5.1} MiB ({})",
         started.elapsed().as_secs_f64(),
-        rss_mib(agent.pid())
+        rss_mib(agent.pid()),
+        rss_parts(agent.pid())
     );
     assert!(agent.stop().success());
 }
