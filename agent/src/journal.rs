@@ -176,6 +176,9 @@ pub struct JournalStatus {
     pub finding: Option<String>,
     /// Where the old data was moved when the journal recovered.
     pub moved_to: Option<String>,
+    /// Why the journal stopped accepting events (a commit failed: full disk, I/O error), if it
+    /// did. The agent must be restarted once the cause is fixed.
+    pub failure: Option<String>,
 }
 
 pub(crate) enum Command {

@@ -75,6 +75,9 @@ pub enum ErrorCode {
     CardData,
     /// A store is full.
     Full,
+    /// The audit journal cannot store events (its disk is full or failed): nothing was
+    /// recorded. The agent's status says why.
+    JournalUnavailable,
     /// Not found.
     NotFound,
     /// Something failed inside the agent (details are in its log).

@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::{Ctx, Peer, auth_methods, cache_methods};
+use crate::journal::JournalError;
 
 type MethodResult = Result<Value, ApiError>;
 
@@ -23,6 +24,22 @@ pub(super) fn params<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
 fn internal(e: impl std::fmt::Display) -> ApiError {
     tracing::error!(error = %e, "local API request failed inside the agent");
     ApiError::new(ErrorCode::Internal, "internal error; see the agent's log")
+}
+
+/// A failed append: storage failures get their own code, so that the POS application can tell
+/// "not recorded, the journal is down" from a bug.
+fn journal_error(e: JournalError) -> ApiError {
+    match e {
+        JournalError::Closed | JournalError::Db { .. } | JournalError::Io { .. } => {
+            tracing::error!(error = %e, "audit event refused: the journal cannot store events");
+            ApiError::new(
+                ErrorCode::JournalUnavailable,
+                "the audit journal cannot store events (disk full or failed); nothing was \
+                 recorded; see the agent's status",
+            )
+        }
+        other => internal(other),
+    }
 }
 
 /// Runs one request.
@@ -51,9 +68,10 @@ pub(super) async fn dispatch(ctx: &Ctx, peer: &Peer, request: Request) -> Respon
 
 async fn status(ctx: &Ctx) -> MethodResult {
     let journal = ctx.journal.status().await.map_err(internal)?;
-    let condition = match &journal.finding {
-        None => "ok".to_owned(),
-        Some(f) => format!("tamper recovered: {f}"),
+    let condition = match (&journal.failure, &journal.finding) {
+        (Some(f), _) => format!("journal stopped: {f}"),
+        (None, None) => "ok".to_owned(),
+        (None, Some(f)) => format!("tamper recovered: {f}"),
     };
     Ok(json!({
         "device_id": ctx.device_id.as_str(),
@@ -140,7 +158,7 @@ async fn audit_record(ctx: &Ctx, peer: &Peer, raw: Value) -> MethodResult {
         Some(peer_cred(peer)),
         EventKind::Pos(pos_event(p)?),
     );
-    let seq = ctx.journal.append(event).await.map_err(internal)?;
+    let seq = ctx.journal.append(event).await.map_err(journal_error)?;
     Ok(json!({ "seq": seq }))
 }
 

@@ -41,8 +41,9 @@ pub(super) struct Writer {
     finding: Option<Finding>,
     moved_to: Option<String>,
     commits_since_size_check: u32,
-    /// Set when a commit failed: the chain state on disk is uncertain, so stop accepting.
-    failed: bool,
+    /// Why the journal stopped accepting events: a commit or compaction failed (a full disk, an
+    /// I/O error), so the chain state on disk is uncertain. Shown in status.
+    failure: Option<String>,
 }
 
 /// Group commits between two looks at the directory's size.
@@ -80,7 +81,7 @@ pub(super) fn spawn(
         finding: opened.finding,
         moved_to: opened.moved_to.map(|p| p.display().to_string()),
         commits_since_size_check: 0,
-        failed: false,
+        failure: None,
     };
     w.start()?;
     std::thread::Builder::new()
@@ -181,7 +182,7 @@ impl Writer {
     }
 
     fn build(&mut self, event: &Event) -> Result<(u64, Vec<u8>), JournalError> {
-        if self.failed {
+        if self.failure.is_some() {
             return Err(JournalError::Closed);
         }
         let key = &self.key;
@@ -218,7 +219,7 @@ impl Writer {
             }
             Err(e) => {
                 tracing::error!(error = %e, "journal commit failed; the journal stops accepting events");
-                self.failed = true;
+                self.failure = Some(e.to_string());
                 for (reply, _) in pending {
                     let _ = reply.send(Err(JournalError::Closed));
                 }
@@ -242,7 +243,7 @@ impl Writer {
     }
 
     fn after_commit(&mut self) {
-        if self.failed {
+        if self.failure.is_some() {
             return;
         }
         if let Err(e) = self.prune() {
@@ -263,7 +264,7 @@ impl Writer {
                     ),
                     Err(e) => {
                         tracing::error!(error = %e, "journal compaction failed; the journal stops accepting events");
-                        self.failed = true;
+                        self.failure = Some(e.to_string());
                     }
                 }
             }
@@ -310,6 +311,7 @@ impl Writer {
             dropped: self.dropped,
             finding: self.finding.as_ref().map(|f| f.to_string()),
             moved_to: self.moved_to.clone(),
+            failure: self.failure.clone(),
         }
     }
 
@@ -396,7 +398,7 @@ impl Writer {
     }
 
     fn close(&mut self) -> Result<(), JournalError> {
-        if !self.failed
+        if self.failure.is_none()
             && self.last_checkpoint.as_ref().map(|c| c.fields().seq) != Some(self.head.seq)
         {
             self.checkpoint()?;
