@@ -64,8 +64,10 @@ fn connect(socket: &Path) -> (BufReader<UnixStream>, UnixStream) {
 }
 
 fn roundtrip(r: &mut BufReader<UnixStream>, w: &mut UnixStream, line: &[u8]) -> Value {
-    w.write_all(line).unwrap();
-    w.write_all(b"\n").unwrap();
+    // A refused peer (uid not allowed, too many connections) gets its answer and the close at
+    // once, maybe before this write: the write may then fail (EPIPE) while the answer is still
+    // there to read, so the read decides.
+    let _ = w.write_all(&[line, b"\n"].concat());
     let mut answer = String::new();
     r.read_line(&mut answer).unwrap();
     serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{e}: {answer:?}"))
