@@ -183,7 +183,7 @@ fn prepare_part(device: &str, raw: Vec<Vec<u8>>, certs: &[JournalKeyCert]) -> Pr
             let row = p
                 .event()
                 .ok()
-                .and_then(|e| row::record_row(device, p.record(), e).ok());
+                .map(|e| row::record_row(device, p.record(), e));
             (p, row)
         })
         .collect();
@@ -417,7 +417,7 @@ impl Run<'_> {
             Some(row) => self.tx.put_record(row, self.now_ms)?,
             None => self
                 .tx
-                .put_record(&row::record_row(&self.id, record, &event)?, self.now_ms)?,
+                .put_record(&row::record_row(&self.id, record, &event), self.now_ms)?,
         }
         self.batch_hashes.insert(seq, *record.hash());
         self.report.stored = self.report.stored.saturating_add(1);

@@ -112,9 +112,7 @@ pub struct RecordRow {
     pub wall_ms: u64,
     /// `clerk:<id>`, `system` or `collector`.
     pub actor: String,
-    /// The event as JSON.
-    pub event_json: String,
-    /// The record's canonical bytes.
+    /// The record's canonical bytes (the event is rendered from them when read).
     pub raw: Vec<u8>,
 }
 
@@ -135,7 +133,7 @@ pub struct StoredEvent {
     pub wall_ms: u64,
     /// Actor.
     pub actor: String,
-    /// The event as JSON.
+    /// The event as JSON, rendered from the stored record.
     pub event_json: String,
     /// When the collector stored it (Unix ms).
     pub received_ms: u64,

@@ -227,14 +227,14 @@ fn certs(
 /// Every stored record through `v`, oldest first, and its stored columns against it.
 fn replay(conn: &Connection, id: &str, v: &mut ChainVerifier) -> Checked<()> {
     let mut stmt = conn.prepare(
-        "SELECT seq, hash, kind, severity, wall_ms, actor, event_json, raw
+        "SELECT seq, hash, kind, severity, wall_ms, actor, raw
          FROM records WHERE device_id = ?1 ORDER BY seq",
     )?;
     let mut rows = stmt.query(params![id])?;
     while let Some(r) = rows.next()? {
         let seq: u64 = r.get(0)?;
         // A row edited with the wrong type is tampering, not a database error.
-        let rusqlite::types::ValueRef::Blob(raw) = r.get_ref(7)? else {
+        let rusqlite::types::ValueRef::Blob(raw) = r.get_ref(6)? else {
             return Ok(Err(bad(id, Some(seq), "record column is not a blob")));
         };
         let record = match Record::from_bytes(raw) {
@@ -249,9 +249,7 @@ fn replay(conn: &Connection, id: &str, v: &mut ChainVerifier) -> Checked<()> {
             Ok(e) => e,
             Err(e) => return Ok(Err(bad(id, Some(seq), e.reason.to_string()))),
         };
-        let Ok(row) = record_row(id, &record, &event) else {
-            return Ok(Err(bad(id, Some(seq), "event cannot be re-encoded")));
-        };
+        let row = record_row(id, &record, &event);
         let hash: Vec<u8> = r.get(1)?;
         let stored = (
             hash.as_slice(),
@@ -259,7 +257,6 @@ fn replay(conn: &Connection, id: &str, v: &mut ChainVerifier) -> Checked<()> {
             r.get::<_, String>(3)?,
             r.get::<_, u64>(4)?,
             r.get::<_, String>(5)?,
-            r.get::<_, String>(6)?,
         );
         let expected = (
             row.hash.as_slice(),
@@ -267,7 +264,6 @@ fn replay(conn: &Connection, id: &str, v: &mut ChainVerifier) -> Checked<()> {
             row.severity,
             row.wall_ms,
             row.actor,
-            row.event_json,
         );
         if stored != expected {
             return Ok(Err(bad(

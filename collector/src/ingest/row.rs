@@ -4,7 +4,7 @@ use posguard_proto::event::{Actor, Event};
 use posguard_proto::record::Record;
 
 use crate::alerts::severity_name;
-use crate::store::{RecordRow, StoreError};
+use crate::store::RecordRow;
 
 /// `clerk:<id>`, `system` or `collector`.
 pub fn actor_name(actor: &Actor) -> String {
@@ -16,12 +16,8 @@ pub fn actor_name(actor: &Actor) -> String {
 }
 
 /// The row to store for a verified `record` with its decoded `event`.
-pub fn record_row(
-    device_id: &str,
-    record: &Record,
-    event: &Event,
-) -> Result<RecordRow, StoreError> {
-    Ok(RecordRow {
+pub fn record_row(device_id: &str, record: &Record, event: &Event) -> RecordRow {
+    RecordRow {
         device_id: device_id.to_owned(),
         seq: record.seq(),
         hash: *record.hash(),
@@ -29,7 +25,6 @@ pub fn record_row(
         severity: severity_name(event.severity).to_owned(),
         wall_ms: event.stamp.wall_ms,
         actor: actor_name(&event.actor),
-        event_json: serde_json::to_string(event).map_err(|_| StoreError::Corrupt("event"))?,
         raw: record.as_bytes().to_vec(),
-    })
+    }
 }

@@ -38,7 +38,6 @@ CREATE TABLE IF NOT EXISTS records (
     severity TEXT NOT NULL,
     wall_ms INTEGER NOT NULL,
     actor TEXT NOT NULL,
-    event_json TEXT NOT NULL,
     raw BLOB NOT NULL,
     received_ms INTEGER NOT NULL,
     PRIMARY KEY (device_id, seq)
@@ -200,7 +199,7 @@ impl Checkpointer {
     }
 }
 
-/// Brings a store created by an older collector up to [`SCHEMA`]: columns added since.
+/// Brings a store created by an older collector up to [`SCHEMA`]: columns added or dropped since.
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
     let has_dik: bool = conn.query_row(
         "SELECT COUNT(*) > 0 FROM pragma_table_info('devices') WHERE name = 'dik'",
@@ -209,6 +208,16 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
     )?;
     if !has_dik {
         conn.execute_batch("ALTER TABLE devices ADD COLUMN dik BLOB")?;
+    }
+    // Stores before 2026-11-23 kept each event a second time as JSON; it is rendered from `raw`
+    // when read now (half the bytes written per record). Dropping it rewrites the table once.
+    let has_event_json: bool = conn.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info('records') WHERE name = 'event_json'",
+        [],
+        |r| r.get(0),
+    )?;
+    if has_event_json {
+        conn.execute_batch("ALTER TABLE records DROP COLUMN event_json")?;
     }
     Ok(())
 }
@@ -339,5 +348,57 @@ mod checkpoint_tests {
             "pages copied into the database"
         );
         assert_eq!(store.devices().unwrap().len(), 2000);
+    }
+}
+
+#[cfg(test)]
+mod migration_tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::store::{EventQuery, Store};
+
+    /// A store written before the event was rendered at read time: `records` has `event_json`.
+    #[test]
+    fn an_older_store_loses_its_event_json_column_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("old.db");
+        {
+            let conn = Connection::open(&db).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE records (
+                     device_id TEXT NOT NULL, seq INTEGER NOT NULL, hash BLOB NOT NULL,
+                     kind TEXT NOT NULL, severity TEXT NOT NULL, wall_ms INTEGER NOT NULL,
+                     actor TEXT NOT NULL, event_json TEXT NOT NULL, raw BLOB NOT NULL,
+                     received_ms INTEGER NOT NULL, PRIMARY KEY (device_id, seq));
+                 INSERT INTO records VALUES
+                     ('term-1', 1, x'00', 'pos_business', 'info', 5, 'system', '{}', x'0102', 7);",
+            )
+            .unwrap();
+        }
+        let mut store = SqliteStore::open(&db).unwrap();
+        let columns: Vec<String> = store
+            .conn
+            .prepare("SELECT name FROM pragma_table_info('records')")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(!columns.iter().any(|c| c == "event_json"), "{columns:?}");
+        let raw: Vec<u8> = store
+            .conn
+            .query_row("SELECT raw FROM records WHERE seq = 1", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(raw, [1, 2]);
+        // That row's bytes are not a record: reading it says the store is corrupt, not a panic.
+        let result = store.query(&EventQuery::default(), &mut |_| Ok(()));
+        assert!(
+            matches!(result, Err(StoreError::Corrupt("stored record"))),
+            "{result:?}"
+        );
+        // Opening again is a no-op.
+        drop(store);
+        SqliteStore::open(&db).unwrap();
     }
 }

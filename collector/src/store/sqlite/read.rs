@@ -1,5 +1,6 @@
 //! Read-only queries of the SQLite store (CLI and the transaction's device reads).
 
+use posguard_proto::record::Record;
 use rusqlite::types::Value;
 use rusqlite::{Connection, Row, params};
 
@@ -60,7 +61,7 @@ pub(super) fn query(
     out: &mut dyn FnMut(StoredEvent) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
     let mut sql = String::from(
-        "SELECT device_id, seq, hash, kind, severity, wall_ms, actor, event_json, received_ms
+        "SELECT device_id, seq, hash, kind, severity, wall_ms, actor, raw, received_ms
          FROM records WHERE 1 = 1",
     );
     let mut args: Vec<Value> = Vec::new();
@@ -92,6 +93,7 @@ pub(super) fn query(
     let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
     while let Some(r) = rows.next()? {
         let hash: Vec<u8> = r.get(2)?;
+        let raw: Vec<u8> = r.get(7)?;
         out(StoredEvent {
             device_id: r.get(0)?,
             seq: r.get(1)?,
@@ -100,11 +102,22 @@ pub(super) fn query(
             severity: r.get(4)?,
             wall_ms: r.get(5)?,
             actor: r.get(6)?,
-            event_json: r.get(7)?,
+            event_json: event_json(&raw)?,
             received_ms: r.get(8)?,
         })?;
     }
     Ok(())
+}
+
+/// The event of a stored record, as JSON: rendered when read rather than stored twice. The
+/// record was verified before it was stored; one that no longer decodes was altered since.
+fn event_json(raw: &[u8]) -> Result<String, StoreError> {
+    let corrupt = || StoreError::Corrupt("stored record");
+    let event = Record::from_bytes(raw)
+        .map_err(|_| corrupt())?
+        .event()
+        .map_err(|_| corrupt())?;
+    serde_json::to_string(&event).map_err(|_| corrupt())
 }
 
 fn to_i64(v: u64) -> i64 {

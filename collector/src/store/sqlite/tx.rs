@@ -96,9 +96,9 @@ impl StoreTx for SqliteTx<'_, '_> {
 
     fn put_record(&mut self, r: &RecordRow, received_ms: u64) -> Result<(), StoreError> {
         self.exec(
-            "INSERT INTO records (device_id, seq, hash, kind, severity, wall_ms, actor,
-                                  event_json, raw, received_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            "INSERT INTO records (device_id, seq, hash, kind, severity, wall_ms, actor, raw,
+                                  received_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 r.device_id,
                 r.seq,
@@ -107,7 +107,6 @@ impl StoreTx for SqliteTx<'_, '_> {
                 r.severity,
                 r.wall_ms,
                 r.actor,
-                r.event_json,
                 r.raw,
                 received_ms
             ],
