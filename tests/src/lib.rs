@@ -359,6 +359,26 @@ fn device_params(id: &str) -> rcgen::CertificateParams {
     params
 }
 
+/// Runs `posguard-collector <args> --config <config>` and returns what it printed.
+///
+/// # Panics
+/// If it cannot run or exits with an error (test support).
+#[allow(clippy::unwrap_used)]
+pub fn collector_cli(config: &std::path::Path, args: &[&str]) -> String {
+    let out = command("posguard-collector")
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "posguard-collector {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// The seqs the collector with configuration `config` has stored for `device`, as
 /// `posguard-collector query` lists them (oldest first by time, one per stored record).
 ///
@@ -366,18 +386,7 @@ fn device_params(id: &str) -> rcgen::CertificateParams {
 /// If the query fails (test support).
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 pub fn stored_seqs(config: &std::path::Path, device: &str) -> Vec<u64> {
-    let out = command("posguard-collector")
-        .args(["query", "--device", device, "--config"])
-        .arg(config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
+    collector_cli(config, &["query", "--device", device])
         .lines()
         .map(|l| {
             serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"]

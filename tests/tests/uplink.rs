@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use posguard_e2e::{AgentProcess, CollectorProcess, Fleet, command, free_port};
+use posguard_e2e::{AgentProcess, CollectorProcess, Fleet, collector_cli, free_port};
 use posguard_hal::KeyMode;
 use posguard_hal::testing::Swtpm;
 use posguard_proto::event::{CommandRefusal, EventKind, Source};
@@ -35,20 +35,11 @@ fn central(extra: &str) -> Central {
     let ops_key = fleet.path("ops.key");
     let config = fleet.path("collector.toml");
     std::fs::write(&config, "").unwrap();
-    let out = command("posguard-collector")
-        .args(["ops-key", "generate", "--out"])
-        .arg(&ops_key)
-        .args(["--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = collector_cli(
+        &config,
+        &["ops-key", "generate", "--out", ops_key.to_str().unwrap()],
     );
-    let ops_public = String::from_utf8(out.stdout)
-        .unwrap()
+    let ops_public = out
         .split_whitespace()
         .find(|w| w.len() == 64)
         .expect("public key in hex")
@@ -316,17 +307,17 @@ fn lockdown_from_operations_is_verified_applied_and_journaled_and_a_forged_one_r
     let a = AgentProcess::start(&good.config, &good.socket);
     let b = AgentProcess::start(&forged.config, &forged.socket);
     for device in ["term-e2e-2", "term-e2e-3"] {
-        let out = command("posguard-collector")
-            .args(["command", "--device", device, "--ops-key"])
-            .arg(&c.ops_key)
-            .args(["lockdown", "--config"])
-            .arg(&c.config)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let ops_key = c.ops_key.to_str().unwrap();
+        collector_cli(
+            &c.config,
+            &[
+                "command",
+                "--device",
+                device,
+                "--ops-key",
+                ops_key,
+                "lockdown",
+            ],
         );
     }
     wait_for(&good.socket, 30, "lockdown applied", |s| {
@@ -336,24 +327,17 @@ fn lockdown_from_operations_is_verified_applied_and_journaled_and_a_forged_one_r
     // like any other), then check it did not lock down.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let out = command("posguard-collector")
-            .args([
+        let refused = collector_cli(
+            &c.config,
+            &[
                 "query",
                 "--device",
                 "term-e2e-3",
                 "--kind",
                 "command_refused",
-                "--config",
-            ])
-            .arg(&c.config)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+            ],
         );
-        if !out.stdout.is_empty() {
+        if !refused.is_empty() {
             break;
         }
         assert!(
@@ -442,16 +426,7 @@ fn the_agent_refuses_a_collector_from_another_ca_or_for_another_name() {
 fn maintenance_mode_is_honoured_without_a_hot_loop() {
     let c = central("");
     let _collector = CollectorProcess::start(&c.config, c.port);
-    let out = command("posguard-collector")
-        .args(["maintenance", "on", "--config"])
-        .arg(&c.config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    collector_cli(&c.config, &["maintenance", "on"]);
     let t = terminal(&c, "term-e2e-6", &format!("127.0.0.1:{}", c.port), "");
     let agent = AgentProcess::start(&t.config, &t.socket);
     std::thread::sleep(Duration::from_secs(5));
@@ -462,12 +437,7 @@ fn maintenance_mode_is_honoured_without_a_hot_loop() {
         "{failures} refused batches in 5 s with Retry-After 2 s: {s}"
     );
     assert_eq!(s["uplink"]["acked_seq"], 0);
-    let out = command("posguard-collector")
-        .args(["maintenance", "off", "--config"])
-        .arg(&c.config)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    collector_cli(&c.config, &["maintenance", "off"]);
     let head = status(&t.socket)["journal"]["head_seq"].as_u64().unwrap();
     wait_for(&t.socket, 30, "shipping resumes", |s| {
         s["uplink"]["acked_seq"].as_u64().unwrap_or(0) >= head
