@@ -59,6 +59,8 @@ def main():
         wait = 30 - int(time.time()) % 30 + 1
         print(f"  (waiting {wait} s for the next TOTP time step)")
         time.sleep(wait)
+        # The agent closes a connection idle for 30 s (api.idle_timeout_secs): connect again.
+        a = Agent(sock_path)
         r = show("admin login, next code", a.call("login", clerk=admin, secret=password, totp=totp(secret)))
     admin_token = r["result"]["token"]
 
@@ -79,6 +81,7 @@ def main():
         if not r["ok"] and r["error"]["code"] == "throttled":
             wait = r["error"].get("retry_after_secs", 1)
             time.sleep(wait)
+            a = Agent(sock_path)  # the delay reaches 30 s, the agent's idle timeout
             r = a.call("login", clerk="bob", secret=f"{1000 + i}")
         show(f"wrong PIN #{i}", r)
     show("bob with the right PIN, while locked out", a.call("login", clerk="bob", secret="7315"))
