@@ -27,6 +27,9 @@ pub(super) fn serve(config: &Config) -> anyhow::Result<()> {
     store
         .leave_checkpoints_to_background()
         .context("cannot configure the store's WAL checkpoints")?;
+    store
+        .keep_temporary_files_in_memory()
+        .context("cannot configure the store's temporary files")?;
     crate::store::sqlite::Checkpointer::open(&config.store)
         .context("cannot open the store for WAL checkpoints")?
         .spawn(

@@ -184,7 +184,9 @@ async fn store_batch(state: &AppState, peer: &Peer, batch: UplinkBatch) -> Resp 
     let result = state
         .store
         .transact(move |tx| ingest::ingest(tx, &peer_owned, &prepared, now_ms, rules).map(Some))
-        .await;
+        .await
+        // The closure comes back with the batch it owns: dropped here, not on the store thread.
+        .map(|(report, _batch)| report);
     state.metrics.store_latency(started.elapsed());
     match result {
         Ok(Some(report)) => answer(state, peer, report),

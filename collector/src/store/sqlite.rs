@@ -147,6 +147,17 @@ impl SqliteStore {
             .pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_PAGES)?;
         Ok(())
     }
+
+    /// Keeps this connection's temporary files in memory. Ingest runs every batch of a group
+    /// commit in its own savepoint, and SQLite copies each page a savepoint changes first into
+    /// a sub-journal, a temporary file by default: a `pwrite` per page, a fifth of the store
+    /// thread's time in `./scripts/bench.sh ingest`. Only for the serving connection, whose
+    /// statements touch a few rows each: the ops CLI's connections (large sorted exports) keep
+    /// spilling to disk.
+    pub fn keep_temporary_files_in_memory(&self) -> Result<(), StoreError> {
+        self.conn.pragma_update(None, "temp_store", "MEMORY")?;
+        Ok(())
+    }
 }
 
 /// A connection of its own to the database, for copying the WAL into the database file (and
