@@ -7,7 +7,7 @@ use super::gaps::{GapRange, Gaps};
 use super::keyring::KeyRing;
 use super::precheck::Prechecked;
 use super::{RunSummary, VerifyError, VerifyReason};
-use crate::cert::JournalKeyCert;
+use crate::cert::{JournalKeyCert, VerifiedCert};
 use crate::chain::{self, ChainHead};
 use crate::checkpoint::Checkpoint;
 use crate::event::{Event, EventKind};
@@ -86,7 +86,38 @@ impl ChainVerifier {
         certs: &[JournalKeyCert],
         state: ChainState,
     ) -> Result<Self, VerifyError> {
-        let mut v = Self::new(dik, device_id, certs, state.head)?;
+        let mut keys = KeyRing::new(dik, device_id);
+        for cert in certs {
+            keys.add(cert)?;
+        }
+        Self::from_keys(keys, state)
+    }
+
+    /// [`Self::resume`] with certificates already verified (see [`VerifiedCert`]): those
+    /// verified for `dik` and `device_id` are not checked again, any other is.
+    pub fn resume_verified(
+        dik: &DikPublicKey,
+        device_id: &DeviceId,
+        certs: &[VerifiedCert],
+        state: ChainState,
+    ) -> Result<Self, VerifyError> {
+        let mut keys = KeyRing::new(dik, device_id);
+        for cert in certs {
+            keys.add_verified(cert)?;
+        }
+        Self::from_keys(keys, state)
+    }
+
+    fn from_keys(keys: KeyRing, state: ChainState) -> Result<Self, VerifyError> {
+        let mut v = Self {
+            keys,
+            head: state.head,
+            gaps: Gaps::default(),
+            policy: GapPolicy::Strict,
+            count: 0,
+            first_seq: None,
+            signatures_from: 0,
+        };
         v.gaps = Gaps::from_ranges(state.pending_gaps, state.head.seq).ok_or(VerifyError {
             seq: None,
             reason: VerifyReason::BadState,

@@ -5,7 +5,7 @@
 //! later start's key takes over, the old key (which might have leaked from memory) signs nothing
 //! more.
 
-use crate::cert::JournalKeyCert;
+use crate::cert::{JournalKeyCert, VerifiedCert};
 use crate::keys::DikPublicKey;
 use crate::text::DeviceId;
 
@@ -42,6 +42,21 @@ impl KeyRing {
     /// Verifies `cert` and adds its key. Adding the same certificate twice is harmless.
     pub(crate) fn add(&mut self, cert: &JournalKeyCert) -> Result<(), VerifyError> {
         cert.verify(&self.dik, &self.device_id)?;
+        self.insert(cert)
+    }
+
+    /// Adds the key of a certificate already verified: without checking its signature again if
+    /// that was for this ring's DIK and device, as [`Self::add`] otherwise.
+    pub(crate) fn add_verified(&mut self, verified: &VerifiedCert) -> Result<(), VerifyError> {
+        if verified.verified_for(&self.dik, &self.device_id) {
+            self.insert(verified.cert())
+        } else {
+            self.add(verified.cert())
+        }
+    }
+
+    /// Adds the key of `cert`, which the caller has verified.
+    fn insert(&mut self, cert: &JournalKeyCert) -> Result<(), VerifyError> {
         let f = cert.fields();
         let key = TrustedKey {
             key_id: cert.journal_key_id(),

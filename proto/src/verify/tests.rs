@@ -172,6 +172,62 @@ fn forged_certificate_refused() {
 }
 
 #[test]
+fn a_certificate_verified_once_is_trusted_for_its_dik_and_device_only() {
+    let f = testkit::fixture(4);
+    let verified = f.certs[0]
+        .clone()
+        .into_verified(&f.dik.public(), &testkit::device())
+        .unwrap();
+    let start = ChainState {
+        head: genesis(),
+        pending_gaps: Vec::new(),
+    };
+    // For the DIK and device it was verified for: its key signs the journal.
+    let mut v = ChainVerifier::resume_verified(
+        &f.dik.public(),
+        &testkit::device(),
+        std::slice::from_ref(&verified),
+        start.clone(),
+    )
+    .unwrap();
+    for r in &f.records {
+        v.push(r).unwrap();
+    }
+    // For another DIK the certificate is checked again, and refused.
+    let other = ring::signature::EcdsaKeyPair::generate_pkcs8(
+        &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+        &ring::rand::SystemRandom::new(),
+    )
+    .unwrap();
+    let other = ring::signature::EcdsaKeyPair::from_pkcs8(
+        &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+        other.as_ref(),
+        &ring::rand::SystemRandom::new(),
+    )
+    .unwrap();
+    let other = crate::keys::DikPublicKey::from_der_or_point(
+        ring::signature::KeyPair::public_key(&other).as_ref(),
+    )
+    .unwrap();
+    assert!(!verified.verified_for(&other, &testkit::device()));
+    let err =
+        ChainVerifier::resume_verified(&other, &testkit::device(), &[verified], start).unwrap_err();
+    assert_eq!(err.reason, VerifyReason::BadCertSignature);
+    // And a certificate that does not verify is never made into a `VerifiedCert`.
+    let mut bytes = f.certs[0].as_bytes().to_vec();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    let forged = crate::cert::JournalKeyCert::from_bytes(&bytes).unwrap();
+    assert_eq!(
+        forged
+            .into_verified(&f.dik.public(), &testkit::device())
+            .unwrap_err()
+            .reason,
+        VerifyReason::BadCertSignature
+    );
+}
+
+#[test]
 fn keys_rotate_per_boot_and_old_keys_retire() {
     let dik = testkit::dik();
     let (k1, k2) = (testkit::journal_key(1), testkit::journal_key(2));
