@@ -6,6 +6,7 @@
 //! Idempotent on (device, seq): a record already stored with the same hash is a duplicate and
 //! ignored; one with a different hash is a fork, kept aside and never stored over the original.
 
+pub mod certs;
 mod events;
 mod history;
 pub mod reason;
@@ -51,6 +52,7 @@ impl std::fmt::Display for Fail {
 
 use crate::alerts::{AlertKind, NewAlert, expires_soon};
 use crate::config::AlertConfig;
+use crate::ingest::certs::{CertCache, CertError};
 use crate::store::{DeviceRow, RecordRow, StoreError, StoreTx};
 
 /// Who is sending, from the verified client certificate.
@@ -82,6 +84,7 @@ pub struct IngestReport {
 struct Run<'t> {
     tx: &'t mut dyn StoreTx,
     peer: &'t Peer,
+    certs: &'t CertCache,
     id: String,
     now_ms: u64,
     rules: AlertConfig,
@@ -103,7 +106,12 @@ pub struct Prepared {
 
 /// Prepares `batch` from `peer` for [`ingest`]. A large batch (one agent catching up sends
 /// thousands of records) is cut into one part per core, prepared in parallel.
-pub fn prepare(peer: &Peer, mut batch: UplinkBatch) -> Prepared {
+pub fn prepare(peer: &Peer, mut batch: UplinkBatch, cache: &CertCache) -> Prepared {
+    // The certificates' signatures are checked here, off the store thread; [`ingest`] finds
+    // them in `cache` (and reports what failed).
+    for bytes in &batch.certs {
+        let _ = cache.verified(bytes, &peer.dik, &peer.device_id);
+    }
     let raw = std::mem::take(&mut batch.records);
     // Unverified here: the chain walk trusts a precheck only under a key it verified itself.
     let certs: Vec<JournalKeyCert> = batch
@@ -112,7 +120,7 @@ pub fn prepare(peer: &Peer, mut batch: UplinkBatch) -> Prepared {
         .filter_map(|b| JournalKeyCert::from_bytes(b).ok())
         .collect();
     let device = peer.device_id.as_str();
-    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let threads = cores();
     let parts: Vec<PreparedPart> = if threads < 2 || raw.len() < PARALLEL_FROM {
         vec![prepare_part(device, raw, &certs)]
     } else {
@@ -155,6 +163,14 @@ pub fn prepare(peer: &Peer, mut batch: UplinkBatch) -> Prepared {
     }
 }
 
+/// The cores this process may use, asked once: `available_parallelism` reads the cgroup's CPU
+/// quota files at every call, which cost 1% of the collector's time when asked per batch.
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES
+        .get_or_init(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get))
+}
+
 /// Batches below this many records are prepared on the calling thread alone.
 const PARALLEL_FROM: usize = 512;
 
@@ -195,6 +211,7 @@ fn prepare_part(device: &str, raw: Vec<Vec<u8>>, certs: &[JournalKeyCert]) -> Pr
 pub fn ingest(
     tx: &mut dyn StoreTx,
     peer: &Peer,
+    certs: &CertCache,
     prepared: &Prepared,
     now_ms: u64,
     rules: AlertConfig,
@@ -207,6 +224,7 @@ pub fn ingest(
     let mut run = Run {
         tx,
         peer,
+        certs,
         id,
         now_ms,
         rules,
@@ -332,14 +350,15 @@ impl Run<'_> {
         let bad = |reason| Fail { seq: None, reason };
         let mut certs = Vec::with_capacity(batch.certs.len());
         for bytes in &batch.certs {
-            match JournalKeyCert::from_bytes(bytes) {
+            match self
+                .certs
+                .verified(bytes, &self.peer.dik, &self.peer.device_id)
+            {
                 Ok(c) => certs.push(c),
-                Err(e) => return Ok(Err((None, bad(VerifyReason::Undecodable(e))))),
-            }
-        }
-        for c in &certs {
-            if let Err(e) = c.verify(&self.peer.dik, &self.peer.device_id) {
-                return Ok(Err((None, e.into())));
+                Err(CertError::Undecodable(e)) => {
+                    return Ok(Err((None, bad(VerifyReason::Undecodable(e)))));
+                }
+                Err(CertError::Refused(e)) => return Ok(Err((None, e.into()))),
             }
         }
         let mut checkpoints = Vec::with_capacity(batch.checkpoints.len());
@@ -351,20 +370,31 @@ impl Run<'_> {
         }
         checkpoints.sort_by_key(|(c, _, _)| c.fields().seq);
         for c in &certs {
+            let c = c.cert();
             self.tx
                 .put_cert(&self.id, c.fields().first_seq, c.as_bytes(), self.now_ms)?;
         }
         let from = state.head.seq.saturating_add(1);
         let mut all_certs = Vec::new();
         for raw in self.tx.certs(&self.id, from)? {
-            all_certs
-                .push(JournalKeyCert::from_bytes(&raw).map_err(|_| StoreError::Corrupt("cert"))?);
+            match self
+                .certs
+                .verified(&raw, &self.peer.dik, &self.peer.device_id)
+            {
+                Ok(c) => all_certs.push(c),
+                Err(CertError::Undecodable(_)) => return Err(StoreError::Corrupt("cert")),
+                Err(CertError::Refused(e)) => return Ok(Err((None, e.into()))),
+            }
         }
-        let mut v =
-            match ChainVerifier::resume(&self.peer.dik, &self.peer.device_id, &all_certs, state) {
-                Ok(v) => v.with_gap_policy(GapPolicy::AllowDeclared),
-                Err(e) => return Ok(Err((None, e.into()))),
-            };
+        let mut v = match ChainVerifier::resume_verified(
+            &self.peer.dik,
+            &self.peer.device_id,
+            &all_certs,
+            state,
+        ) {
+            Ok(v) => v.with_gap_policy(GapPolicy::AllowDeclared),
+            Err(e) => return Ok(Err((None, e.into()))),
+        };
         for (pre, row) in &prepared.records {
             if let Err(e) = self.one_record(&mut v, pre, row.as_ref(), &mut checkpoints)? {
                 return Ok(Err((Some(v.state()), e)));

@@ -25,6 +25,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::WallClock;
 use crate::config::{AlertConfig, Config};
+use crate::ingest::certs::CertCache;
 use crate::metrics::Metrics;
 use crate::peer::Auth;
 use crate::pki::issue::DeviceCa;
@@ -87,6 +88,8 @@ pub struct AppState {
     /// The fleet CA for enrollment and renewal (`None`: those answer 503
     /// `enrollment_disabled`).
     pub ca: Option<Arc<DeviceCa>>,
+    /// Journal-key certificates already verified.
+    pub certs: Arc<CertCache>,
 }
 
 impl AppState {
@@ -110,6 +113,7 @@ impl AppState {
             maintenance_seen: MaintenanceCache::default(),
             alerts: config.alerts,
             ca: None,
+            certs: Arc::new(CertCache::default()),
         }
     }
 

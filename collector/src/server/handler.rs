@@ -170,20 +170,27 @@ async fn in_maintenance(state: &AppState) -> bool {
 
 async fn store_batch(state: &AppState, peer: &Peer, batch: UplinkBatch) -> Resp {
     let peer_owned = peer.clone();
+    let certs = state.certs.clone();
     // Decoding, hashing and signature checks need no store: they run on the blocking pool, in
     // parallel with other batches, and the store thread only walks the chain and writes.
-    let prepared =
-        match tokio::task::spawn_blocking(move || ingest::prepare(&peer_owned, batch)).await {
-            Ok(p) => p,
-            Err(_) => return plain(StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-        };
+    let prepared = match tokio::task::spawn_blocking(move || {
+        ingest::prepare(&peer_owned, batch, &certs)
+    })
+    .await
+    {
+        Ok(p) => p,
+        Err(_) => return plain(StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    };
     let peer_owned = peer.clone();
+    let certs = state.certs.clone();
     let now_ms = state.clock.now_ms();
     let rules = state.alerts;
     let started = Instant::now();
     let result = state
         .store
-        .transact(move |tx| ingest::ingest(tx, &peer_owned, &prepared, now_ms, rules).map(Some))
+        .transact(move |tx| {
+            ingest::ingest(tx, &peer_owned, &certs, &prepared, now_ms, rules).map(Some)
+        })
         .await
         // The closure comes back with the batch it owns: dropped here, not on the store thread.
         .map(|(report, _batch)| report);

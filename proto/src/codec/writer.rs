@@ -11,6 +11,11 @@ impl Writer {
         Self(Vec::new())
     }
 
+    /// An empty writer with room for `capacity` bytes (no reallocation while they are written).
+    pub(crate) fn with_capacity(capacity: usize) -> Self {
+        Self(Vec::with_capacity(capacity))
+    }
+
     /// Starts with raw bytes (a domain tag) already in place.
     pub(crate) fn with_prefix(prefix: &[u8]) -> Self {
         Self(prefix.to_vec())

@@ -26,7 +26,10 @@ struct V1 {
 }
 
 pub(super) fn encode_v1(r: &Record) -> Vec<u8> {
-    let mut w = Writer::new();
+    // Format, seq and body length (varints of at most 10 bytes each), the fixed-size fields and
+    // the body: the collector re-encodes every record it receives to check it is canonical.
+    let fixed = 2 + 10 + 32 + 8 + 10 + 32 + 64;
+    let mut w = Writer::with_capacity(fixed + r.body.len());
     w.u16(RECORD_FORMAT);
     w.varint(r.seq);
     w.raw(&r.prev_hash);
