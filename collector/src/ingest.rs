@@ -165,7 +165,7 @@ pub fn prepare(peer: &Peer, mut batch: UplinkBatch, cache: &CertCache) -> Prepar
 
 /// The cores this process may use, asked once: `available_parallelism` reads the cgroup's CPU
 /// quota files at every call, which cost 1% of the collector's time when asked per batch.
-fn cores() -> usize {
+pub fn cores() -> usize {
     static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *CORES
         .get_or_init(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get))

@@ -90,6 +90,8 @@ pub struct AppState {
     pub ca: Option<Arc<DeviceCa>>,
     /// Journal-key certificates already verified.
     pub certs: Arc<CertCache>,
+    /// Batches being prepared for the store at once, at most (one per core).
+    pub prepare_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -114,6 +116,7 @@ impl AppState {
             alerts: config.alerts,
             ca: None,
             certs: Arc::new(CertCache::default()),
+            prepare_slots: Arc::new(tokio::sync::Semaphore::new(crate::ingest::cores())),
         }
     }
 

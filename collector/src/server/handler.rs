@@ -172,7 +172,12 @@ async fn store_batch(state: &AppState, peer: &Peer, batch: UplinkBatch) -> Resp 
     let peer_owned = peer.clone();
     let certs = state.certs.clone();
     // Decoding, hashing and signature checks need no store: they run on the blocking pool, in
-    // parallel with other batches, and the store thread only walks the chain and writes.
+    // parallel with other batches, and the store thread only walks the chain and writes. One
+    // batch per core at a time: with one thread per waiting batch, the store thread got a small
+    // share of the CPU and every batch waited for it.
+    let Ok(_slot) = state.prepare_slots.acquire().await else {
+        return plain(StatusCode::INTERNAL_SERVER_ERROR, "internal");
+    };
     let prepared = match tokio::task::spawn_blocking(move || {
         ingest::prepare(&peer_owned, batch, &certs)
     })
@@ -181,6 +186,7 @@ async fn store_batch(state: &AppState, peer: &Peer, batch: UplinkBatch) -> Resp 
         Ok(p) => p,
         Err(_) => return plain(StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     };
+    drop(_slot);
     let peer_owned = peer.clone();
     let certs = state.certs.clone();
     let now_ms = state.clock.now_ms();
