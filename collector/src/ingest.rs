@@ -53,7 +53,7 @@ impl std::fmt::Display for Fail {
 use crate::alerts::{AlertKind, NewAlert, expires_soon};
 use crate::config::AlertConfig;
 use crate::ingest::certs::{CertCache, CertError};
-use crate::store::{DeviceRow, RecordRow, StoreError, StoreTx};
+use crate::store::{DeviceRow, StoreError, StoreTx};
 
 /// Who is sending, from the verified client certificate.
 #[derive(Debug, Clone)]
@@ -94,12 +94,12 @@ struct Run<'t> {
 }
 
 /// A batch with the work that needs no store done: records decoded, hashed, their bodies
-/// decoded into rows and their signatures verified in bulk ([`precheck`]). Made by [`prepare`]
+/// decoded into row columns and their signatures verified in bulk ([`precheck`]). Made by [`prepare`]
 /// on any thread, so that the store thread only walks the chain and writes.
 #[derive(Debug)]
 pub struct Prepared {
     batch: UplinkBatch,
-    records: Vec<(Prechecked, Option<RecordRow>)>,
+    records: Vec<(Prechecked, Option<row::EventColumns>)>,
     /// The first record that does not decode (nothing after it is looked at).
     undecodable: Option<posguard_proto::codec::DecodeError>,
 }
@@ -119,10 +119,9 @@ pub fn prepare(peer: &Peer, mut batch: UplinkBatch, cache: &CertCache) -> Prepar
         .iter()
         .filter_map(|b| JournalKeyCert::from_bytes(b).ok())
         .collect();
-    let device = peer.device_id.as_str();
     let threads = cores();
     let parts: Vec<PreparedPart> = if threads < 2 || raw.len() < PARALLEL_FROM {
-        vec![prepare_part(device, raw, &certs)]
+        vec![prepare_part(raw, &certs)]
     } else {
         let per = raw.len().div_ceil(threads);
         let mut chunks: Vec<Vec<Vec<u8>>> = Vec::with_capacity(threads);
@@ -137,9 +136,9 @@ pub fn prepare(peer: &Peer, mut batch: UplinkBatch, cache: &CertCache) -> Prepar
             let mut chunks = chunks.into_iter();
             let first = chunks.next().unwrap_or_default();
             let others: Vec<_> = chunks
-                .map(|c| s.spawn(|| prepare_part(device, c, &certs)))
+                .map(|c| s.spawn(|| prepare_part(c, &certs)))
                 .collect();
-            let mut parts = vec![prepare_part(device, first, &certs)];
+            let mut parts = vec![prepare_part(first, &certs)];
             // A part that panicked (none does) ends the batch there: the prefix is stored and
             // acknowledged, and the agent resends the rest.
             parts.extend(others.into_iter().map_while(|h| h.join().ok()));
@@ -176,12 +175,12 @@ const PARALLEL_FROM: usize = 512;
 
 /// Prepared records of one part, and the decode error that ended it early, if any.
 type PreparedPart = (
-    Vec<(Prechecked, Option<RecordRow>)>,
+    Vec<(Prechecked, Option<row::EventColumns>)>,
     Option<posguard_proto::codec::DecodeError>,
 );
 
 /// Decodes `raw` up to the first undecodable record, prechecks it and builds the rows.
-fn prepare_part(device: &str, raw: Vec<Vec<u8>>, certs: &[JournalKeyCert]) -> PreparedPart {
+fn prepare_part(raw: Vec<Vec<u8>>, certs: &[JournalKeyCert]) -> PreparedPart {
     let mut records = Vec::with_capacity(raw.len());
     let mut undecodable = None;
     for bytes in raw {
@@ -196,11 +195,8 @@ fn prepare_part(device: &str, raw: Vec<Vec<u8>>, certs: &[JournalKeyCert]) -> Pr
     let prepared = precheck(records, certs)
         .into_iter()
         .map(|p| {
-            let row = p
-                .event()
-                .ok()
-                .map(|e| row::record_row(device, p.record(), e));
-            (p, row)
+            let columns = p.event().ok().map(row::event_columns);
+            (p, columns)
         })
         .collect();
     (prepared, undecodable)
@@ -431,7 +427,7 @@ impl Run<'_> {
         &mut self,
         v: &mut ChainVerifier,
         pre: &Prechecked,
-        row: Option<&RecordRow>,
+        columns: Option<&row::EventColumns>,
         checkpoints: &mut [(Checkpoint, &[u8], bool)],
     ) -> Result<Result<(), Fail>, StoreError> {
         let record = pre.record();
@@ -443,12 +439,16 @@ impl Run<'_> {
             Ok(e) => e,
             Err(e) => return Ok(Err(e.into())),
         };
-        match row {
-            Some(row) => self.tx.put_record(row, self.now_ms)?,
-            None => self
-                .tx
-                .put_record(&row::record_row(&self.id, record, &event), self.now_ms)?,
-        }
+        let worked_out;
+        let columns = match columns {
+            Some(c) => c,
+            None => {
+                worked_out = row::event_columns(&event);
+                &worked_out
+            }
+        };
+        self.tx
+            .put_record(&row::record_row(&self.id, record, columns), self.now_ms)?;
         self.batch_hashes.insert(seq, *record.hash());
         self.report.stored = self.report.stored.saturating_add(1);
         self.on_event(&event)?;

@@ -97,23 +97,23 @@ impl DeviceRow {
 
 /// A verified record, ready to store.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordRow {
+pub struct RecordRow<'a> {
     /// Device id.
-    pub device_id: String,
+    pub device_id: &'a str,
     /// Sequence number.
     pub seq: u64,
     /// Record hash.
-    pub hash: [u8; 32],
+    pub hash: &'a [u8; 32],
     /// Event kind name.
-    pub kind: String,
+    pub kind: &'static str,
     /// Severity name.
-    pub severity: String,
+    pub severity: &'static str,
     /// Event wall time (device clock, Unix ms).
     pub wall_ms: u64,
     /// `clerk:<id>`, `system` or `collector`.
-    pub actor: String,
+    pub actor: &'a str,
     /// The record's canonical bytes (the event is rendered from them when read).
-    pub raw: Vec<u8>,
+    pub raw: &'a [u8],
 }
 
 /// A stored event as the query and export commands print it.
@@ -183,7 +183,7 @@ pub trait StoreTx {
     /// The hash stored at (device, seq).
     fn record_hash(&mut self, device_id: &str, seq: u64) -> Result<Option<[u8; 32]>, StoreError>;
     /// Stores a record (the caller has checked that (device, seq) is free).
-    fn put_record(&mut self, row: &RecordRow, received_ms: u64) -> Result<(), StoreError>;
+    fn put_record(&mut self, row: &RecordRow<'_>, received_ms: u64) -> Result<(), StoreError>;
     /// Keeps a forked record aside; false if this exact fork was already kept.
     fn put_fork(
         &mut self,

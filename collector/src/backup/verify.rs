@@ -15,7 +15,7 @@ use posguard_proto::verify::{ChainState, ChainVerifier, GapPolicy};
 use rusqlite::{Connection, params};
 use serde::Serialize;
 
-use crate::ingest::row::record_row;
+use crate::ingest::row::{event_columns, record_row};
 
 /// Why a store does not verify: the device, the seq where known, and the reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -249,7 +249,8 @@ fn replay(conn: &Connection, id: &str, v: &mut ChainVerifier) -> Checked<()> {
             Ok(e) => e,
             Err(e) => return Ok(Err(bad(id, Some(seq), e.reason.to_string()))),
         };
-        let row = record_row(id, &record, &event);
+        let columns = event_columns(&event);
+        let row = record_row(id, &record, &columns);
         let hash: Vec<u8> = r.get(1)?;
         let stored = (
             hash.as_slice(),
@@ -265,7 +266,15 @@ fn replay(conn: &Connection, id: &str, v: &mut ChainVerifier) -> Checked<()> {
             row.wall_ms,
             row.actor,
         );
-        if stored != expected {
+        let (hash, kind, severity, wall_ms, actor) = &stored;
+        if (
+            *hash,
+            kind.as_str(),
+            severity.as_str(),
+            *wall_ms,
+            actor.as_str(),
+        ) != expected
+        {
             return Ok(Err(bad(
                 id,
                 Some(seq),

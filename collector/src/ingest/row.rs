@@ -1,5 +1,7 @@
 //! A verified record as a store row.
 
+use std::borrow::Cow;
+
 use posguard_proto::event::{Actor, Event};
 use posguard_proto::record::Record;
 
@@ -7,24 +9,48 @@ use crate::alerts::severity_name;
 use crate::store::RecordRow;
 
 /// `clerk:<id>`, `system` or `collector`.
-pub fn actor_name(actor: &Actor) -> String {
+pub fn actor_name(actor: &Actor) -> Cow<'static, str> {
     match actor {
-        Actor::Clerk(c) => format!("clerk:{c}"),
-        Actor::System => "system".to_owned(),
-        Actor::Collector => "collector".to_owned(),
+        Actor::Clerk(c) => Cow::Owned(format!("clerk:{c}")),
+        Actor::System => Cow::Borrowed("system"),
+        Actor::Collector => Cow::Borrowed("collector"),
     }
 }
 
-/// The row to store for a verified `record` with its decoded `event`.
-pub fn record_row(device_id: &str, record: &Record, event: &Event) -> RecordRow {
-    RecordRow {
-        device_id: device_id.to_owned(),
-        seq: record.seq(),
-        hash: *record.hash(),
-        kind: event.kind.name().to_owned(),
-        severity: severity_name(event.severity).to_owned(),
+/// The columns of a record's row that come from its decoded event (worked out off the store
+/// thread; the rest of the row borrows from the record).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventColumns {
+    kind: &'static str,
+    severity: &'static str,
+    wall_ms: u64,
+    actor: Cow<'static, str>,
+}
+
+/// The event columns of `event`.
+pub fn event_columns(event: &Event) -> EventColumns {
+    EventColumns {
+        kind: event.kind.name(),
+        severity: severity_name(event.severity),
         wall_ms: event.stamp.wall_ms,
         actor: actor_name(&event.actor),
-        raw: record.as_bytes().to_vec(),
+    }
+}
+
+/// The row to store for a verified `record` whose event has the columns `event`.
+pub fn record_row<'a>(
+    device_id: &'a str,
+    record: &'a Record,
+    event: &'a EventColumns,
+) -> RecordRow<'a> {
+    RecordRow {
+        device_id,
+        seq: record.seq(),
+        hash: record.hash(),
+        kind: event.kind,
+        severity: event.severity,
+        wall_ms: event.wall_ms,
+        actor: &event.actor,
+        raw: record.as_bytes(),
     }
 }
