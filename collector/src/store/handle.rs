@@ -14,6 +14,8 @@ trait Part: Send {
     /// Runs the part in the group's transaction; false if it failed. May be called again after
     /// the transaction was rolled back (the group is then redone with savepoints).
     fn run(&mut self, tx: &mut dyn StoreTx) -> bool;
+    /// Forgets the result of a run that was rolled back.
+    fn forget(&mut self);
     /// Sends the caller its result, once the group has committed (`true`) or failed to.
     fn deliver(self: Box<Self>, committed: bool);
 }
@@ -37,6 +39,10 @@ where
         let ok = result.is_ok();
         self.result = Some(result);
         ok
+    }
+
+    fn forget(&mut self) {
+        self.result = None;
     }
 
     fn deliver(self: Box<Self>, committed: bool) {
@@ -181,6 +187,9 @@ fn run_group(store: &mut dyn Store, mut parts: Vec<Box<dyn Part>>) {
         Err(_) if parts.len() > 1 => store
             .transaction(&mut |tx| {
                 for part in &mut parts {
+                    // What the first pass did was rolled back: a part that does not run again
+                    // (its savepoint could not be opened) must not report that pass's result.
+                    part.forget();
                     // A failed part has been rolled back to its savepoint; the others stand.
                     let _ = tx.savepoint(&mut |tx| {
                         if part.run(tx) {
