@@ -29,7 +29,13 @@ struct Central {
     ops_public: String,
 }
 
+/// A collector with a rate limit too high to matter.
 fn central(extra: &str) -> Central {
+    central_limited(1000.0, 1000, extra)
+}
+
+/// A collector allowing each device `per_second` requests, `burst` at once.
+fn central_limited(per_second: f64, burst: u32, extra: &str) -> Central {
     let fleet = Fleet::new("posguard e2e fleet CA");
     let port = free_port();
     let ops_key = fleet.path("ops.key");
@@ -47,7 +53,7 @@ fn central(extra: &str) -> Central {
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:{port}\"\nserver_cert = \"{}\"\nserver_key = \"{}\"\nfleet_ca = \"{}\"\nstore = \"{}\"\nops_public_key = \"{ops_public}\"\nmaintenance_retry_after_s = 2\n[rate_limit]\nper_second = 1000.0\nburst = 1000\n{extra}",
+            "listen = \"127.0.0.1:{port}\"\nserver_cert = \"{}\"\nserver_key = \"{}\"\nfleet_ca = \"{}\"\nstore = \"{}\"\nops_public_key = \"{ops_public}\"\nmaintenance_retry_after_s = 2\n[rate_limit]\nper_second = {per_second:?}\nburst = {burst}\n{extra}",
             fleet.path("server.pem").display(),
             fleet.path("server.key").display(),
             fleet.path("fleet-ca.pem").display(),
@@ -420,6 +426,44 @@ fn the_agent_refuses_a_collector_from_another_ca_or_for_another_name() {
     }
     assert!(stored_seqs(&c, "term-e2e-4").is_empty());
     assert!(stored_seqs(&c, "term-e2e-5").is_empty());
+}
+
+#[test]
+fn the_rate_limit_is_honoured_without_a_hot_loop() {
+    // One request per 4 s: after its first batch the agent's next attempts (its heartbeat
+    // every second, the events below) are answered 429 with a Retry-After of up to 4 s.
+    let c = central_limited(0.25, 1, "");
+    let _collector = CollectorProcess::start(&c.config, c.port);
+    let t = terminal(&c, "term-e2e-7", &format!("127.0.0.1:{}", c.port), "");
+    let agent = AgentProcess::start(&t.config, &t.socket);
+    wait_for(&t.socket, 30, "the first batch", |s| {
+        s["uplink"]["acked_seq"].as_u64().unwrap_or(0) > 0
+    });
+    let before = status(&t.socket)["uplink"]["failures"].as_u64().unwrap();
+    for i in 0..20 {
+        let r = call(
+            &t.socket,
+            "audit.record",
+            json!({"action": "drawer_open", "reference": format!("rl-{i}")}),
+        );
+        assert_eq!(r["ok"], true, "{r}");
+    }
+    // Waiting is the test: the refusals counted over this window show how the agent retried.
+    // Honouring Retry-After (3-4 s here) it is refused at most once per 4 s cycle: 3 at most in
+    // 8 s. Its own backoff alone (full jitter from 1 s) would retry after 0.5 s, 1 s, 2 s on
+    // average, about three refusals a cycle; a hot loop, hundreds.
+    std::thread::sleep(Duration::from_secs(8));
+    let s = status(&t.socket);
+    let refused = s["uplink"]["failures"].as_u64().unwrap() - before;
+    assert!(
+        (1..=3).contains(&refused),
+        "{refused} refused batches in 8 s at one request per 4 s: {s}"
+    );
+    let head = s["journal"]["head_seq"].as_u64().unwrap();
+    wait_for(&t.socket, 30, "every event delivered", |s| {
+        s["uplink"]["acked_seq"].as_u64().unwrap_or(0) >= head
+    });
+    assert!(agent.stop().success());
 }
 
 #[test]
