@@ -1,6 +1,8 @@
 //! The incremental verifier: fed one record at a time, it keeps the chain head and stops at the
 //! first bad record without moving past it.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use super::gaps::{GapRange, Gaps};
@@ -154,21 +156,25 @@ impl ChainVerifier {
 
     /// Verifies the next record and returns its event.
     pub fn push(&mut self, record: &Record) -> Result<Event, VerifyError> {
-        self.push_with(record, None)
+        self.push_with(record, None).map(Cow::into_owned)
     }
 
     /// [`Self::push`] for a record from [`super::precheck`]: the same checks and the same
     /// result, reusing the hash, body and signature work done there. A signature is taken as
     /// verified only if it verified under the very key this verifier trusts for the record.
-    pub fn push_prechecked(&mut self, pre: &Prechecked) -> Result<Event, VerifyError> {
+    /// The event is the one decoded there, not a copy.
+    pub fn push_prechecked<'p>(
+        &mut self,
+        pre: &'p Prechecked,
+    ) -> Result<Cow<'p, Event>, VerifyError> {
         self.push_with(pre.record(), Some(pre))
     }
 
-    fn push_with(
+    fn push_with<'p>(
         &mut self,
         record: &Record,
-        pre: Option<&Prechecked>,
-    ) -> Result<Event, VerifyError> {
+        pre: Option<&'p Prechecked>,
+    ) -> Result<Cow<'p, Event>, VerifyError> {
         let seq = record.seq();
         let fail = |reason| VerifyError::at(seq, reason);
         let expected = self
@@ -215,11 +221,11 @@ impl ChainVerifier {
             }
         }
         let event = match pre {
-            Some(p) => p
-                .event()
-                .cloned()
-                .map_err(|e| fail(VerifyReason::BadBody(e.clone())))?,
-            None => record.event().map_err(|e| fail(VerifyReason::BadBody(e)))?,
+            Some(p) => Cow::Borrowed(
+                p.event()
+                    .map_err(|e| fail(VerifyReason::BadBody(e.clone())))?,
+            ),
+            None => Cow::Owned(record.event().map_err(|e| fail(VerifyReason::BadBody(e)))?),
         };
         if event.stamp.boot_id != key.boot_id {
             return Err(fail(VerifyReason::BootIdMismatch));

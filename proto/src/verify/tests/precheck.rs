@@ -39,7 +39,7 @@ fn a_long_good_run_is_verified_in_groups_with_the_same_events() {
         ChainVerifier::new(&f.dik.public(), &testkit::device(), &f.certs, genesis()).unwrap();
     let mut bulk = one.clone();
     for (r, p) in f.records.iter().zip(&pre) {
-        assert_eq!(one.push(r).unwrap(), bulk.push_prechecked(p).unwrap());
+        assert_eq!(one.push(r).unwrap(), *bulk.push_prechecked(p).unwrap());
     }
     assert_eq!(one.finish().unwrap(), bulk.finish().unwrap());
 }
