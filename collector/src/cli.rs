@@ -211,7 +211,13 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("posguard-collector: {e:#}");
+            if crate::logging::sink() == Some(crate::logging::Sink::Journald) {
+                // Under systemd: error priority (a plain stderr line would be info, hidden from
+                // `journalctl -u posguard-collector -p warning`).
+                tracing::error!("{e:#}");
+            } else {
+                eprintln!("posguard-collector: {e:#}");
+            }
             let usage = e.downcast_ref::<UsageError>().is_some()
                 || e.downcast_ref::<crate::config::ConfigError>().is_some()
                 || e.downcast_ref::<crate::tls::TlsError>().is_some()
