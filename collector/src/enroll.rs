@@ -248,7 +248,12 @@ fn record(
                 device_id: row.device_id.clone(),
                 kind: AlertKind::EnrollmentRefused,
                 severity: posguard_proto::event::Severity::Warning,
-                detail: format!("{} refused: {} (from {})", kind.name(), refused.text(), req.peer),
+                detail: format!(
+                    "{} refused: {} (from {})",
+                    kind.name(),
+                    refused.text(),
+                    req.peer
+                ),
                 at_ms: req.now_ms,
             })?;
         }

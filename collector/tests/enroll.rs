@@ -318,7 +318,11 @@ async fn an_extra_subject_attribute_or_san_is_bad_csr_saying_what_to_remove() {
     let key = p256();
     for (ou, dns, named) in [
         (true, false, "extra subject attribute OU=store-12"),
-        (false, true, "extra subject alternative name DNS:till3.store12.example"),
+        (
+            false,
+            true,
+            "extra subject alternative name DNS:till3.store12.example",
+        ),
     ] {
         let body = enroll_body(&token, &csr_with_extra(&key, id, ou, dns));
         let (status, code, text) = raw(&f, &srv, None, "/v1/enroll", body).await;

@@ -101,7 +101,11 @@ fn parse_entry(mut bytes: &[u8]) -> Entry {
             let rest = &bytes[line_end + 1..];
             let len = u64::from_le_bytes(rest[..8].try_into().unwrap()) as usize;
             let value = String::from_utf8_lossy(&rest[8..8 + len]).into_owned();
-            assert_eq!(rest[8 + len], b'\n', "binary field {key} ends with a newline");
+            assert_eq!(
+                rest[8 + len],
+                b'\n',
+                "binary field {key} ends with a newline"
+            );
             fields.push((key, value));
             bytes = &rest[8 + len + 1..];
         }

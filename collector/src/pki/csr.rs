@@ -63,7 +63,9 @@ pub fn check(pem: &str, device_id: &str) -> Result<CsrKey, Refused> {
             Refusal::BadCsrSignature,
             "the CSR's self-signature does not verify (was it edited after signing?)".into(),
         ),
-        e => bad_csr(format!("the CSR asks for something the CA does not handle: {e}")),
+        e => bad_csr(format!(
+            "the CSR asks for something the CA does not handle: {e}"
+        )),
     })?;
     check_identity(&params, device_id)?;
     Ok(params.public_key)
@@ -234,10 +236,19 @@ mod tests {
             p.serialize_request(&key).unwrap().pem().unwrap()
         };
         let cases = [
-            (make(Some((DnType::OrganizationName, "Acme")), None), "O=Acme"),
-            (make(Some((DnType::OrganizationalUnitName, "tills")), None), "OU=tills"),
             (
-                make(None, Some(SanType::DnsName("till.example".try_into().unwrap()))),
+                make(Some((DnType::OrganizationName, "Acme")), None),
+                "O=Acme",
+            ),
+            (
+                make(Some((DnType::OrganizationalUnitName, "tills")), None),
+                "OU=tills",
+            ),
+            (
+                make(
+                    None,
+                    Some(SanType::DnsName("till.example".try_into().unwrap())),
+                ),
                 "DNS:till.example",
             ),
             (
@@ -245,7 +256,10 @@ mod tests {
                 "IP:10.0.0.1",
             ),
             (
-                make(None, Some(SanType::URI("https://evil.example".try_into().unwrap()))),
+                make(
+                    None,
+                    Some(SanType::URI("https://evil.example".try_into().unwrap())),
+                ),
                 "URI:https://evil.example",
             ),
         ];

@@ -20,11 +20,7 @@ use crate::store::StoreTx;
 /// Largest enrollment or renewal body (a CSR is well under 2 KiB).
 pub const BODY_LIMIT: usize = 64 * 1024;
 
-type Decide = dyn Fn(
-        &mut dyn StoreTx,
-        &DeviceCa,
-        Request<'_>,
-    ) -> Result<Outcome, crate::store::StoreError>
+type Decide = dyn Fn(&mut dyn StoreTx, &DeviceCa, Request<'_>) -> Result<Outcome, crate::store::StoreError>
     + Send
     + Sync;
 

@@ -212,8 +212,19 @@ pub async fn start_config(text: &str) -> Running {
     let (reloader, tls) = TlsReloader::new(TlsFiles::from_config(&config)).unwrap();
     let store = StoreHandle::spawn(Box::new(SqliteStore::open(&config.store).unwrap())).unwrap();
     let metrics = Arc::new(Metrics::default());
-    let state =
-        Arc::new(AppState::new(&config, store, metrics.clone(), Arc::new(SystemClock)).with_ca(ca));
+    // Refused attempts of revoked certificates become metrics and alerts, as under `serve`.
+    tokio::spawn(posguard_collector::revocation::run_reports(
+        reloader.attempts(),
+        store.clone(),
+        metrics.clone(),
+        Arc::new(SystemClock),
+        tokio_util::sync::CancellationToken::new(),
+    ));
+    let state = Arc::new(
+        AppState::new(&config, store, metrics.clone(), Arc::new(SystemClock))
+            .with_ca(ca)
+            .with_revocation(&reloader),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
