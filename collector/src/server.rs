@@ -100,6 +100,8 @@ pub struct AppState {
     pub revoked: watch::Receiver<RevokedSerials>,
     /// Where refused attempts of revoked certificates are reported.
     pub attempts: Arc<Attempts>,
+    /// The CRL file, served at `GET /v1/crl`.
+    pub crl: Option<PathBuf>,
 }
 
 impl AppState {
@@ -128,6 +130,7 @@ impl AppState {
             // No CRL until with_revocation: nothing revoked, and it never changes.
             revoked: watch::channel(RevokedSerials::default()).1,
             attempts: Arc::new(Attempts::default()),
+            crl: config.crl.clone(),
         }
     }
 

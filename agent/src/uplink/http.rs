@@ -18,7 +18,8 @@ use tokio_rustls::TlsConnector;
 use super::UplinkError;
 
 /// Most bytes read from a response body.
-const MAX_RESPONSE: usize = 256 * 1024;
+const MAX_RESPONSE: usize = 1024 * 1024;
+// (At least the largest fleet CRL taken: super::crl::MAX_BYTES.)
 
 /// A response, reduced to what the uplink acts on.
 #[derive(Debug)]
@@ -127,6 +128,27 @@ impl Connection {
             .header(hyper::header::CONTENT_TYPE, content_type)
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| UplinkError::Network(format!("request: {e}")))?;
+        self.send(request, timeout).await
+    }
+
+    /// GETs `path`.
+    pub(super) async fn get(
+        &mut self,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<Answer, UplinkError> {
+        let request = hyper::Request::get(path)
+            .header(hyper::header::HOST, self.host.as_str())
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| UplinkError::Network(format!("request: {e}")))?;
+        self.send(request, timeout).await
+    }
+
+    async fn send(
+        &mut self,
+        request: hyper::Request<Full<Bytes>>,
+        timeout: Duration,
+    ) -> Result<Answer, UplinkError> {
         let exchange = async {
             self.sender
                 .ready()
