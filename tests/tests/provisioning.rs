@@ -156,7 +156,8 @@ fn provision_renew_and_decommission() {
     );
 
     // The agent renews at once (0 %) over mTLS and keeps shipping with the new certificate.
-    let mut text = String::from_utf8(config_before).unwrap();
+    let config_text = String::from_utf8(config_before).unwrap();
+    let mut text = config_text.clone();
     text.push_str("heartbeat_secs = 1\nrenew_after_percent = 0\n");
     std::fs::write(etc.join("agent.toml"), text).unwrap();
     let cert_before = std::fs::read(etc.join("device.pem")).unwrap();
@@ -173,6 +174,20 @@ fn provision_renew_and_decommission() {
         ok && out.contains("\"renew\"") && out.contains("\"issued\""),
         "{out}"
     );
+    // The provisioned configuration keeps the fleet CRL (which `ca init` created and the
+    // collector serves) in the state directory, where the agent writes what it fetched.
+    assert!(
+        config_text.contains(&format!("crl = \"{}\"", state.join("fleet.crl").display())),
+        "{config_text}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !state.join("fleet.crl").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the agent did not fetch the fleet CRL"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // Decommission: ships what is left, stops the agent, evicts the TPM keys, removes state.
     let (ok, out) = run(command("posguard-provision")
