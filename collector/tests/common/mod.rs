@@ -183,6 +183,11 @@ pub struct Running {
     pub metrics: Arc<Metrics>,
     pub stop: Option<oneshot::Sender<()>>,
     pub done: tokio::task::JoinHandle<()>,
+    /// The task reporting revoked certificates' attempts (it holds a store handle).
+    pub reports: (
+        tokio_util::sync::CancellationToken,
+        tokio::task::JoinHandle<()>,
+    ),
 }
 
 pub async fn start(pki: &Pki, extra: &str) -> Running {
@@ -213,12 +218,13 @@ pub async fn start_config(text: &str) -> Running {
     let store = StoreHandle::spawn(Box::new(SqliteStore::open(&config.store).unwrap())).unwrap();
     let metrics = Arc::new(Metrics::default());
     // Refused attempts of revoked certificates become metrics and alerts, as under `serve`.
-    tokio::spawn(posguard_collector::revocation::run_reports(
+    let reports_stop = tokio_util::sync::CancellationToken::new();
+    let reports = tokio::spawn(posguard_collector::revocation::run_reports(
         reloader.attempts(),
         store.clone(),
         metrics.clone(),
         Arc::new(SystemClock),
-        tokio_util::sync::CancellationToken::new(),
+        reports_stop.clone(),
     ));
     let state = Arc::new(
         AppState::new(&config, store, metrics.clone(), Arc::new(SystemClock))
@@ -238,6 +244,7 @@ pub async fn start_config(text: &str) -> Running {
         metrics,
         stop: Some(stop),
         done,
+        reports: (reports_stop, reports),
     }
 }
 
@@ -245,6 +252,9 @@ impl Running {
     pub async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
         self.done.await.unwrap();
+        // Last store handle: once it is gone the store is closed (restore needs that).
+        self.reports.0.cancel();
+        self.reports.1.await.unwrap();
     }
 }
 
