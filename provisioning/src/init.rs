@@ -50,8 +50,10 @@ impl InitPlan {
         self.config_dir.join("agent.toml")
     }
 
+    /// In the state directory, not in `/etc/posguard`: the agent renews it by itself, and its
+    /// configuration directory is read-only to it (docs/operations.md).
     fn cert_path(&self) -> PathBuf {
-        self.config_dir.join("device.pem")
+        self.state_dir.join("device.pem")
     }
 
     fn ca_path(&self) -> PathBuf {
