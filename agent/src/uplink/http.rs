@@ -68,6 +68,12 @@ pub(super) fn classify(e: &(dyn std::error::Error + 'static), context: &str) -> 
             "the collector refused this terminal's certificate ({alert:?}); check that it is \
              signed by the fleet CA, not expired and not revoked"
         )),
+        Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked)) => {
+            UplinkError::Tls(format!(
+                "{context}: the collector's certificate is revoked (on the fleet CRL, \
+                 uplink.crl): this server may be using a stolen key; nothing is sent to it"
+            ))
+        }
         Some(other) => UplinkError::Tls(format!("{context}: {other}")),
         None => UplinkError::Network(format!("{context}: {e}")),
     }
@@ -186,5 +192,33 @@ impl Connection {
         tokio::time::timeout(timeout, exchange)
             .await
             .map_err(|_| UplinkError::Network("no answer from the collector in time".to_owned()))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_revoked_collector_certificate_is_named_as_such() {
+        let revoked = rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked);
+        let e = classify(&revoked, "TLS handshake");
+        assert!(matches!(e, UplinkError::Tls(_)), "{e:?}");
+        assert!(
+            e.to_string().contains("collector's certificate is revoked"),
+            "{e}"
+        );
+        let io = std::io::Error::other(revoked);
+        assert!(
+            classify(&io, "TLS handshake")
+                .to_string()
+                .contains("stolen key")
+        );
+        let expired = rustls::Error::InvalidCertificate(rustls::CertificateError::Expired);
+        assert!(
+            !classify(&expired, "TLS handshake")
+                .to_string()
+                .contains("revoked")
+        );
     }
 }
