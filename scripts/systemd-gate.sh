@@ -53,6 +53,28 @@ else
   echo "ok: ${units[*]}"
 fi
 
+section "configuration read-only inside the sandbox"
+# Under ProtectSystem=strict, ConfigurationDirectory= (like ReadWritePaths=) makes the directory
+# writable inside the sandbox: a unit must not be able to rewrite its own configuration, key or
+# CRL. /etc/posguard comes from tmpfiles.d and each unit names it in ReadOnlyPaths=.
+for unit in "${units[@]}"; do
+  if grep -Eq '^ConfigurationDirectory=' "systemd/$unit"; then
+    fail "$unit: ConfigurationDirectory= makes /etc/posguard writable under ProtectSystem=strict"
+  fi
+  if grep -E '^(ReadWritePaths|StateDirectory|RuntimeDirectory|CacheDirectory|LogsDirectory)=' \
+    "systemd/$unit" | grep -q '/etc'; then
+    fail "$unit: a path under /etc is writable"
+  fi
+  if ! grep -Eq '^ProtectSystem=strict$' "systemd/$unit"; then
+    fail "$unit: ProtectSystem=strict missing"
+  fi
+  if grep -Eq '^ReadOnlyPaths=.*-?/etc/posguard( |$)' "systemd/$unit"; then
+    echo "ok: $unit: /etc/posguard read-only"
+  else
+    fail "$unit: ReadOnlyPaths= does not name /etc/posguard"
+  fi
+done
+
 section "sysusers.d and tmpfiles.d"
 if ! out=$(systemd-sysusers --root="$root" 2>&1); then
   printf '%s\n' "$out" >&2

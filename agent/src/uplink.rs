@@ -4,6 +4,8 @@
 //! idle, and signed commands (lockdown, unlock) applied only after their ops signature checks.
 //!
 //! - `tls`: the client configuration (pinned fleet CA, or platform roots plus the fleet CA).
+//! - `crl`: the fleet CRL applied to the collector's certificate, kept current from the
+//!   collector (signed by the fleet CA, newest wins).
 //! - `http`: one keep-alive connection and the classification of failures.
 //! - `backoff`: retry delays.
 //! - `renew`: automatic certificate renewal over the same channel.
@@ -13,6 +15,7 @@
 //! which blocks, and must never stall the threads that serve the local API.
 
 mod backoff;
+mod crl;
 mod http;
 mod renew;
 mod shipper;
@@ -48,6 +51,11 @@ pub struct UplinkConfig {
     pub pinned: bool,
     /// This terminal's certificate chain (PEM, leaf first), written by provisioning and renewal.
     pub certificate: PathBuf,
+    /// The fleet CRL the collector's certificate is checked against (pinned only), kept
+    /// current from the collector: a file the agent can write, e.g. in its state directory.
+    /// Absent: no check until the first CRL is fetched. Unset: never checked.
+    #[serde(default)]
+    pub crl: Option<PathBuf>,
     /// The operations key that signs commands (Ed25519 public key, 64 hex digits).
     #[serde(default)]
     pub ops_public_key: Option<String>,
@@ -120,6 +128,13 @@ impl UplinkConfig {
         }
         if self.renew_after_percent > 99 {
             return Err("uplink.renew_after_percent: must be 0 to 99".to_owned());
+        }
+        if self.crl.is_some() && !self.pinned {
+            return Err(
+                "uplink.crl: needs pinned = true (the fleet CRL covers fleet CA \
+                        certificates only)"
+                    .to_owned(),
+            );
         }
         if let Some(k) = &self.ops_public_key {
             ops_key(k).map_err(|e| format!("uplink.ops_public_key: {e}"))?;

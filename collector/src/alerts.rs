@@ -31,6 +31,8 @@ pub enum AlertKind {
     CertExpiry,
     /// An enrollment or renewal was refused (bad token, wrong device id, bad CSR, …).
     EnrollmentRefused,
+    /// A revoked certificate tried to connect or sent a request (crate::revocation).
+    RevokedCertificate,
 }
 
 impl AlertKind {
@@ -48,11 +50,12 @@ impl AlertKind {
             Self::Silent => "silent",
             Self::CertExpiry => "cert_expiry",
             Self::EnrollmentRefused => "enrollment_refused",
+            Self::RevokedCertificate => "revoked_certificate",
         }
     }
 
     /// Every kind, for metrics.
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 12] = [
         Self::ChainGap,
         Self::ChainBroken,
         Self::Fork,
@@ -64,6 +67,7 @@ impl AlertKind {
         Self::Silent,
         Self::CertExpiry,
         Self::EnrollmentRefused,
+        Self::RevokedCertificate,
     ];
 }
 

@@ -128,8 +128,22 @@ pub enum CaCommand {
         #[arg(long, default_value_t = 3650)]
         days: u32,
     },
+    /// Issue a new server certificate with a new key for the collector, signed by `ca_cert`
+    /// (after its key was stolen: docs/runbook.md); print a JSON summary. Never overwrites.
+    ServerCert {
+        /// Directory for `collector-<serial>.pem` and `.key` (mode 0600).
+        #[arg(long)]
+        out_dir: PathBuf,
+        /// DNS name or IP address of the collector (repeatable, at least one).
+        #[arg(long = "server-name", required = true)]
+        server_names: Vec<String>,
+        /// Validity in days (at most 825, never past the CA).
+        #[arg(long, default_value_t = 825)]
+        days: u32,
+    },
     /// Revoke a certificate (or every certificate issued to a device) by reissuing the CRL
-    /// named by `crl`; the server picks it up within seconds.
+    /// named by `crl`; the server picks it up within seconds. The collector's own certificate
+    /// too (`--serial`): agents refuse it once they have the new CRL.
     Revoke {
         /// Serial of the certificate, hex (as `enrollments` prints it).
         #[arg(long, required_unless_present = "device", conflicts_with = "device")]
@@ -211,7 +225,13 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("posguard-collector: {e:#}");
+            if crate::logging::sink() == Some(crate::logging::Sink::Journald) {
+                // Under systemd: error priority (a plain stderr line would be info, hidden from
+                // `journalctl -u posguard-collector -p warning`).
+                tracing::error!("{e:#}");
+            } else {
+                eprintln!("posguard-collector: {e:#}");
+            }
             let usage = e.downcast_ref::<UsageError>().is_some()
                 || e.downcast_ref::<crate::config::ConfigError>().is_some()
                 || e.downcast_ref::<crate::tls::TlsError>().is_some()
@@ -306,6 +326,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Ca(CaCommand::ServerCert {
+            out_dir,
+            server_names,
+            days,
+        }) => pki::ca_server_cert(&config, &out_dir, &server_names, days),
         Command::Ca(CaCommand::Revoke { serial, device }) => {
             pki::ca_revoke(&config, serial.as_deref(), device.as_deref())
         }

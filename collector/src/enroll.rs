@@ -69,6 +69,46 @@ impl Refusal {
     }
 }
 
+/// A refusal and, where the requester can act on it, what is wrong (HTTP body after the code,
+/// the log and the `enrollment_refused` alert; never in the stable code itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// The stable code.
+    pub refusal: Refusal,
+    /// What is wrong, for a person (built from the CSR: quoted and bounded).
+    pub detail: Option<String>,
+}
+
+impl Refused {
+    /// `refusal` because of `detail`.
+    pub fn new(refusal: Refusal, detail: String) -> Self {
+        Self {
+            refusal,
+            detail: Some(detail),
+        }
+    }
+
+    /// `code: detail`, or the code alone.
+    pub fn text(&self) -> String {
+        match &self.detail {
+            Some(d) => format!("{}: {d}", self.refusal.code()),
+            None => self.refusal.code().to_owned(),
+        }
+    }
+}
+
+impl From<Refusal> for Refused {
+    fn from(refusal: Refusal) -> Self {
+        Self {
+            refusal,
+            detail: None,
+        }
+    }
+}
+
+/// The outcome of an enrollment or renewal.
+pub type Outcome = Result<Issued, Refused>;
+
 #[derive(Deserialize)]
 struct EnrollBody {
     token: String,
@@ -96,11 +136,11 @@ fn now_of(ms: u64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
-fn sign(ca: &DeviceCa, device_id: &str, csr_pem: &str, now_ms: u64) -> Result<Issued, Refusal> {
+fn sign(ca: &DeviceCa, device_id: &str, csr_pem: &str, now_ms: u64) -> Outcome {
     let key = csr::check(csr_pem, device_id)?;
     ca.issue(device_id, &key, now_of(now_ms)).map_err(|e| {
         tracing::error!(device = device_id, error = %e, "signing a device certificate failed");
-        Refusal::Internal
+        Refusal::Internal.into()
     })
 }
 
@@ -109,7 +149,7 @@ pub fn enroll(
     tx: &mut dyn StoreTx,
     ca: &DeviceCa,
     req: Request<'_>,
-) -> Result<Result<Issued, Refusal>, StoreError> {
+) -> Result<Outcome, StoreError> {
     let mut device = None;
     let outcome = decide_enroll(tx, ca, req, &mut device)?;
     record(tx, EnrollKind::Enroll, device, &outcome, req)?;
@@ -121,25 +161,25 @@ fn decide_enroll(
     ca: &DeviceCa,
     req: Request<'_>,
     device: &mut Option<String>,
-) -> Result<Result<Issued, Refusal>, StoreError> {
+) -> Result<Outcome, StoreError> {
     let Ok(body) = serde_json::from_slice::<EnrollBody>(req.body) else {
-        return Ok(Err(Refusal::BadRequest));
+        return Ok(Err(Refusal::BadRequest.into()));
     };
     let Some(hash) = token::hash_text(&body.token) else {
-        return Ok(Err(Refusal::InvalidToken));
+        return Ok(Err(Refusal::InvalidToken.into()));
     };
     let Some(row) = tx.enroll_token(&hash)? else {
-        return Ok(Err(Refusal::InvalidToken));
+        return Ok(Err(Refusal::InvalidToken.into()));
     };
     if !token::hashes_equal(&row.hash, &hash) {
-        return Ok(Err(Refusal::InvalidToken));
+        return Ok(Err(Refusal::InvalidToken.into()));
     }
     *device = Some(row.device_id.clone());
     if row.used_ms.is_some() {
-        return Ok(Err(Refusal::TokenUsed));
+        return Ok(Err(Refusal::TokenUsed.into()));
     }
     if req.now_ms >= row.expires_ms {
-        return Ok(Err(Refusal::TokenExpired));
+        return Ok(Err(Refusal::TokenExpired.into()));
     }
     // A refused CSR leaves the token unused: the technician can fix the CSR and retry.
     let issued = match sign(ca, &row.device_id, &body.csr_pem, req.now_ms) {
@@ -147,7 +187,7 @@ fn decide_enroll(
         Err(r) => return Ok(Err(r)),
     };
     if !tx.mark_token_used(&hash, req.now_ms)? {
-        return Ok(Err(Refusal::TokenUsed));
+        return Ok(Err(Refusal::TokenUsed.into()));
     }
     Ok(Ok(issued))
 }
@@ -159,10 +199,10 @@ pub fn renew(
     ca: &DeviceCa,
     device_id: &str,
     req: Request<'_>,
-) -> Result<Result<Issued, Refusal>, StoreError> {
+) -> Result<Outcome, StoreError> {
     let outcome = match serde_json::from_slice::<RenewBody>(req.body) {
         Ok(body) => sign(ca, device_id, &body.csr_pem, req.now_ms),
-        Err(_) => Err(Refusal::BadRequest),
+        Err(_) => Err(Refusal::BadRequest.into()),
     };
     record(
         tx,
@@ -178,7 +218,7 @@ fn record(
     tx: &mut dyn StoreTx,
     kind: EnrollKind,
     device_id: Option<String>,
-    outcome: &Result<Issued, Refusal>,
+    outcome: &Outcome,
     req: Request<'_>,
 ) -> Result<(), StoreError> {
     let mut row = EnrollmentRow {
@@ -198,10 +238,12 @@ fn record(
             row.not_after_unix = Some(issued.not_after_unix);
             tracing::info!(device = ?row.device_id, kind = kind.name(), serial = %issued.serial, "device certificate issued");
         }
-        Err(refusal) => {
+        Err(refused) => {
+            let refusal = refused.refusal;
             row.outcome = "refused".to_owned();
             row.reason = Some(refusal.code().to_owned());
-            tracing::warn!(device = ?row.device_id, kind = kind.name(), code = refusal.code(), peer = req.peer, "certificate request refused");
+            let why = refused.detail.as_deref().unwrap_or_default();
+            tracing::warn!(device = ?row.device_id, kind = kind.name(), code = refusal.code(), detail = why, peer = req.peer, "certificate request refused");
             tx.put_alert(&NewAlert {
                 device_id: row.device_id.clone(),
                 kind: AlertKind::EnrollmentRefused,
@@ -209,7 +251,7 @@ fn record(
                 detail: format!(
                     "{} refused: {} (from {})",
                     kind.name(),
-                    refusal.code(),
+                    refused.text(),
                     req.peer
                 ),
                 at_ms: req.now_ms,

@@ -7,7 +7,8 @@
 //! - [`config`]: `collector.toml`, validated before anything is bound ([`config::Config`]).
 //! - [`tls`]: the TLS 1.3-only server config (client certificates verified when sent), rebuilt
 //!   when the CRL file changes; [`peer`]: the device id, DIK and expiry taken from a client
-//!   certificate.
+//!   certificate; [`revocation`]: the CRL applied to open connections too, and the refused
+//!   attempts of revoked certificates (metrics, alerts).
 //! - [`server`]: the HTTPS listener (`POST /v1/journal`, `/v1/enroll`, `/v1/renew`), limits,
 //!   rate limits, maintenance mode, graceful shutdown ([`server::run`]).
 //! - [`enroll`]: enrollment (one-time token + CSR) and renewal decisions, one store
@@ -47,6 +48,7 @@ pub mod opskey;
 pub mod peer;
 pub mod pki;
 pub mod ratelimit;
+pub mod revocation;
 pub mod server;
 pub mod store;
 pub mod tls;

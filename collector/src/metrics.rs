@@ -14,6 +14,7 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<u16, u64>>,
     failures: Mutex<BTreeMap<String, u64>>,
     alerts: Mutex<BTreeMap<String, u64>>,
+    revoked_refusals: Mutex<BTreeMap<&'static str, u64>>,
     events_stored: AtomicU64,
     duplicates: AtomicU64,
     latency_buckets: [AtomicU64; 8],
@@ -42,6 +43,12 @@ impl Metrics {
     /// Counts a raised alert.
     pub fn alert(&self, kind: &str) {
         bump(&self.alerts, kind.to_owned(), 1);
+    }
+
+    /// Counts a refused attempt of a revoked certificate, by where it was refused
+    /// (`handshake`, `request`).
+    pub fn revoked_refusal(&self, stage: &'static str) {
+        bump(&self.revoked_refusals, stage, 1);
     }
 
     /// Counts stored and duplicate records.
@@ -106,6 +113,21 @@ impl Metrics {
         let _ = writeln!(o, "# TYPE posguard_collector_alerts_total counter");
         for (kind, n) in self.alerts.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             let _ = writeln!(o, "posguard_collector_alerts_total{{kind=\"{kind}\"}} {n}");
+        }
+        let _ = writeln!(
+            o,
+            "# TYPE posguard_collector_revoked_refusals_total counter"
+        );
+        for (stage, n) in self
+            .revoked_refusals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                o,
+                "posguard_collector_revoked_refusals_total{{stage=\"{stage}\"}} {n}"
+            );
         }
         let _ = writeln!(o, "# TYPE posguard_collector_store_seconds histogram");
         for (bound, counter) in BUCKETS.iter().zip(&self.latency_buckets) {

@@ -1,7 +1,8 @@
 //! The HTTPS listener: TLS 1.3, client certificates verified when sent (required by every
 //! endpoint but `POST /v1/enroll`), one hyper HTTP/1 connection per device connection, tracked
 //! tasks and a bounded graceful drain. [`handler`] routes and answers `/v1/journal`;
-//! [`enroll`] answers `/v1/enroll` and `/v1/renew`.
+//! [`enroll`] answers `/v1/enroll` and `/v1/renew`. The CRL is checked again for every request
+//! and a connection whose certificate gets revoked is closed ([`crate::revocation`]).
 
 mod enroll;
 mod handler;
@@ -13,6 +14,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::StatusCode;
+use hyper::header::{CONNECTION, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -30,6 +33,7 @@ use crate::metrics::Metrics;
 use crate::peer::Auth;
 use crate::pki::issue::DeviceCa;
 use crate::ratelimit::RateLimiter;
+use crate::revocation::{Attempts, RevokedSerials, Stage};
 use crate::store::StoreHandle;
 
 /// How long a TLS handshake may take.
@@ -92,6 +96,12 @@ pub struct AppState {
     pub certs: Arc<CertCache>,
     /// Batches being prepared for the store at once, at most (one per core).
     pub prepare_slots: Arc<tokio::sync::Semaphore>,
+    /// The serials the current CRL lists (checked for every request).
+    pub revoked: watch::Receiver<RevokedSerials>,
+    /// Where refused attempts of revoked certificates are reported.
+    pub attempts: Arc<Attempts>,
+    /// The CRL file, served at `GET /v1/crl`.
+    pub crl: Option<PathBuf>,
 }
 
 impl AppState {
@@ -117,7 +127,20 @@ impl AppState {
             ca: None,
             certs: Arc::new(CertCache::default()),
             prepare_slots: Arc::new(tokio::sync::Semaphore::new(crate::ingest::cores())),
+            // No CRL until with_revocation: nothing revoked, and it never changes.
+            revoked: watch::channel(RevokedSerials::default()).1,
+            attempts: Arc::new(Attempts::default()),
+            crl: config.crl.clone(),
         }
+    }
+
+    /// Checks requests against the CRL the reloader publishes, and reports refusals where its
+    /// verifier reports those of the handshake.
+    #[must_use]
+    pub fn with_revocation(mut self, tls: &crate::tls::TlsReloader) -> Self {
+        self.revoked = tls.revoked();
+        self.attempts = tls.attempts();
+        self
     }
 
     /// Enables enrollment and renewal with `ca`.
@@ -183,8 +206,28 @@ async fn connection(
     // whether its absence is acceptable depends on the endpoint.
     let der = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
     let auth = Arc::new(Auth::from_cert(der.map(|d| d.as_ref())));
+    // The verifier checked the CRL as it was when this connection's configuration was taken;
+    // a revocation after that must still reach this connection.
+    let cert: Option<Arc<(Vec<u8>, Vec<u8>)>> = der.and_then(|d| {
+        let serial = crate::revocation::cert_serial(d.as_ref())?;
+        Some(Arc::new((d.as_ref().to_vec(), serial)))
+    });
     let header_timeout = state.header_timeout;
-    let service = service_fn(move |req| handler::handle(state.clone(), auth.clone(), remote, req));
+    let revoked = state.revoked.clone();
+    let service = {
+        let cert = cert.clone();
+        service_fn(move |req| {
+            let state = state.clone();
+            let auth = auth.clone();
+            let cert = cert.clone();
+            async move {
+                if let Some(refused) = refuse_if_revoked(&state, cert.as_deref()) {
+                    return Ok(refused);
+                }
+                handler::handle(state, auth, remote, req).await
+            }
+        })
+    };
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -197,13 +240,108 @@ async fn connection(
             conn.as_mut().graceful_shutdown();
             conn.await?;
         }
+        () = revoked_while_open(revoked, cert.map(|c| c.1.clone())) => {
+            tracing::info!(peer = %remote, "closing a connection whose certificate was revoked");
+            conn.as_mut().graceful_shutdown();
+            conn.await?;
+        }
     }
     Ok(())
+}
+
+/// 403 `certificate_revoked` (and the connection closed after it) if the CRL now lists the
+/// connection's certificate `(der, serial)`; the attempt is reported.
+fn refuse_if_revoked(state: &AppState, cert: Option<&(Vec<u8>, Vec<u8>)>) -> Option<handler::Resp> {
+    let (der, serial) = cert?;
+    if !state.revoked.borrow().contains(serial) {
+        return None;
+    }
+    state.attempts.refused(der, Stage::Request);
+    state.metrics.request(StatusCode::FORBIDDEN.as_u16());
+    let mut r = handler::plain(StatusCode::FORBIDDEN, "certificate_revoked");
+    r.headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    Some(r)
+}
+
+/// Resolves once the CRL lists `serial` (never for a connection without a certificate, or
+/// when no CRL is watched).
+async fn revoked_while_open(mut revoked: watch::Receiver<RevokedSerials>, serial: Option<Vec<u8>>) {
+    let Some(serial) = serial else {
+        return std::future::pending().await;
+    };
+    // Revoked between this connection's handshake and now (its configuration was older).
+    if revoked.borrow_and_update().contains(&serial) {
+        return;
+    }
+    loop {
+        if revoked.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        if revoked.borrow_and_update().contains(&serial) {
+            return;
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_on_a_connection_whose_certificate_got_revoked_is_refused_and_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        let config = Config::parse(&format!(
+            "listen = \"127.0.0.1:0\"\nserver_cert = \"{d}/s.pem\"\nserver_key = \"{d}/s.key\"\n\
+             fleet_ca = \"{d}/ca.pem\"\nstore = \"{d}/c.db\"\n"
+        ))
+        .unwrap();
+        let store = crate::store::sqlite::SqliteStore::open(&config.store).unwrap();
+        let store = StoreHandle::spawn(Box::new(store)).unwrap();
+        let clock: Arc<dyn WallClock> = Arc::new(crate::clock::SystemClock);
+        let mut state = AppState::new(&config, store, Arc::new(Metrics::default()), clock);
+        let (crl, revoked) = watch::channel(RevokedSerials::default());
+        state.revoked = revoked;
+
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.subject_alt_names = vec![rcgen::SanType::URI(
+            "urn:posguard:device:term-7".try_into().unwrap(),
+        )];
+        p.serial_number = Some(rcgen::SerialNumber::from_slice(&[0x00, 0x51, 0x02]));
+        let der = p.self_signed(&key).unwrap().der().to_vec();
+        let serial = crate::revocation::cert_serial(&der).unwrap();
+        assert_eq!(serial, vec![0x51, 0x02]);
+        let cert = (der, serial.clone());
+
+        assert!(refuse_if_revoked(&state, Some(&cert)).is_none());
+        assert!(refuse_if_revoked(&state, None).is_none(), "no certificate");
+        crl.send_replace(Arc::new([vec![0x99], serial].into_iter().collect()));
+        let r = refuse_if_revoked(&state, Some(&cert)).unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        assert_eq!(r.headers()[handler::ERROR_HEADER], "certificate_revoked");
+        assert_eq!(r.headers()[CONNECTION], "close");
+        assert!(
+            refuse_if_revoked(&state, None).is_none(),
+            "anonymous: the handler decides"
+        );
+        let reported = state.attempts.take();
+        assert_eq!(
+            reported,
+            vec![crate::revocation::Attempt {
+                device_id: Some("term-7".into()),
+                serial: "5102".into(),
+                stage: Stage::Request,
+            }]
+        );
+        assert!(
+            state
+                .metrics
+                .render()
+                .contains("posguard_collector_requests_total{status=\"403\"} 1")
+        );
+    }
 
     #[test]
     fn the_maintenance_flag_is_trusted_for_the_recheck_interval_only() {

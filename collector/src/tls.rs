@@ -3,7 +3,9 @@
 //! completes the handshake (it may only enroll: the handler refuses it everywhere else with 401
 //! `client_certificate_required`); a client with a bad one (other CA, expired, revoked) does
 //! not. [`TlsReloader`] rebuilds the configuration when
-//! the CRL file's mtime changes; new connections get the new one.
+//! the CRL file's mtime changes; new connections get the new one, and the serials the CRL lists
+//! are published for the checks of open connections ([`crate::revocation`]). A certificate
+//! refused as revoked at the handshake is reported there too.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,6 +19,7 @@ use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyD
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::revocation::{Attempts, ReportingVerifier, RevokedSerials, minimal};
 
 /// Why a TLS configuration could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -95,14 +98,57 @@ fn read_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, 
     }
 }
 
+/// The serials `crls` list, after checking that one of `roots` signed each (a CRL from
+/// elsewhere is a configuration error, not an empty list).
+fn revoked_serials(
+    path: &Path,
+    crls: &[CertificateRevocationListDer<'_>],
+    roots: &[CertificateDer<'_>],
+) -> Result<RevokedSerials, TlsError> {
+    use x509_parser::prelude::FromDer as _;
+    let mut serials = std::collections::HashSet::new();
+    for crl in crls {
+        let (_, parsed) =
+            x509_parser::revocation_list::CertificateRevocationList::from_der(crl.as_ref())
+                .map_err(|e| file_err("crl", path, e))?;
+        let signed = roots.iter().any(|root| {
+            x509_parser::parse_x509_certificate(root.as_ref())
+                .is_ok_and(|(_, ca)| parsed.verify_signature(ca.public_key()).is_ok())
+        });
+        if !signed {
+            return Err(file_err(
+                "crl",
+                path,
+                "not signed by a fleet_ca certificate",
+            ));
+        }
+        serials.extend(
+            parsed
+                .iter_revoked_certificates()
+                .map(|r| minimal(r.raw_serial())),
+        );
+    }
+    Ok(Arc::new(serials))
+}
+
 /// Builds the server configuration from the files.
 pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
+    Ok(build(files, &Arc::new(Attempts::default()))?.0)
+}
+
+/// The server configuration, whose verifier reports revoked certificates to `attempts`, and
+/// the serials the CRL lists.
+fn build(
+    files: &TlsFiles,
+    attempts: &Arc<Attempts>,
+) -> Result<(Arc<ServerConfig>, RevokedSerials), TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let chain = read_certs("server_cert", &files.server_cert)?;
     let key = PrivateKeyDer::from_pem_file(&files.server_key)
         .map_err(|e| file_err("server_key", &files.server_key, e))?;
     let mut roots = RootCertStore::empty();
-    for ca in read_certs("fleet_ca", &files.fleet_ca)? {
+    let fleet_ca = read_certs("fleet_ca", &files.fleet_ca)?;
+    for ca in fleet_ca.iter().cloned() {
         roots
             .add(ca)
             .map_err(|e| file_err("fleet_ca", &files.fleet_ca, e))?;
@@ -110,16 +156,18 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
     let mut verifier =
         WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
             .allow_unauthenticated();
+    let mut revoked = RevokedSerials::default();
     if let Some(crl) = &files.crl {
-        verifier = verifier
-            .with_crls(read_crls(crl)?)
-            .only_check_end_entity_revocation();
+        let crls = read_crls(crl)?;
+        revoked = revoked_serials(crl, &crls, &fleet_ca)?;
+        verifier = verifier.with_crls(crls).only_check_end_entity_revocation();
     }
+    let verifier = Arc::new(ReportingVerifier::new(verifier.build()?, attempts.clone()));
     let config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(verifier.build()?)
+        .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)?;
-    Ok(Arc::new(config))
+    Ok((Arc::new(config), revoked))
 }
 
 /// What identifies a version of a file: mtime, size and inode (a file replaced by rename within
@@ -132,21 +180,49 @@ fn mtime(path: &Path) -> Stamp {
     Some((m.modified().ok()?, m.len(), m.ino()))
 }
 
+/// How often `serve` looks at the CRL's mtime: a revocation reaches open connections within
+/// this time (plus one request).
+pub const CRL_POLL: Duration = Duration::from_secs(1);
+
 /// Watches the CRL (and CA) files and publishes a rebuilt configuration when they change.
 #[derive(Debug)]
 pub struct TlsReloader {
     files: TlsFiles,
     seen: (Stamp, Stamp),
     tx: watch::Sender<Arc<ServerConfig>>,
+    revoked: watch::Sender<RevokedSerials>,
+    attempts: Arc<Attempts>,
 }
 
 impl TlsReloader {
     /// Builds the first configuration; the receiver always holds the current one.
     pub fn new(files: TlsFiles) -> Result<(Self, watch::Receiver<Arc<ServerConfig>>), TlsError> {
         let seen = Self::stamps(&files);
-        let config = server_config(&files)?;
+        let attempts = Arc::new(Attempts::default());
+        let (config, revoked) = build(&files, &attempts)?;
         let (tx, rx) = watch::channel(config);
-        Ok((Self { files, seen, tx }, rx))
+        let (revoked, _) = watch::channel(revoked);
+        Ok((
+            Self {
+                files,
+                seen,
+                tx,
+                revoked,
+                attempts,
+            },
+            rx,
+        ))
+    }
+
+    /// The serials the current CRL lists, updated at each reload.
+    pub fn revoked(&self) -> watch::Receiver<RevokedSerials> {
+        self.revoked.subscribe()
+    }
+
+    /// Where refused attempts of revoked certificates are reported (the handshake's verifier
+    /// reports there; so must the per-request check).
+    pub fn attempts(&self) -> Arc<Attempts> {
+        self.attempts.clone()
     }
 
     fn stamps(files: &TlsFiles) -> (Stamp, Stamp) {
@@ -161,10 +237,14 @@ impl TlsReloader {
             return false;
         }
         self.seen = now;
-        match server_config(&self.files) {
-            Ok(config) => {
-                tracing::info!("TLS configuration reloaded (CRL or CA changed)");
+        match build(&self.files, &self.attempts) {
+            Ok((config, revoked)) => {
+                tracing::info!(
+                    revoked = revoked.len(),
+                    "TLS configuration reloaded (CRL or CA changed)"
+                );
                 self.tx.send_replace(config);
+                self.revoked.send_replace(revoked);
                 true
             }
             Err(e) => {

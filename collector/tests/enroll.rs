@@ -237,7 +237,7 @@ async fn bad_csrs_are_refused_and_leave_the_token_usable() {
             422,
             "wrong_device_id",
         ),
-        (csr(&key, None, &[]), 422, "wrong_device_id"),
+        (csr(&key, None, &[]), 422, "bad_csr"),
         (
             device_csr(
                 &rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap(),
@@ -272,5 +272,79 @@ async fn bad_csrs_are_refused_and_leave_the_token_usable() {
         .matches("\"refused\"")
         .count();
     assert_eq!(refused, 8);
+    srv.stop().await;
+}
+
+/// A CSR for `id` (CN and device URI SAN) with one more subject attribute or SAN.
+fn csr_with_extra(key: &rcgen::KeyPair, id: &str, extra_ou: bool, extra_dns: bool) -> String {
+    let mut p = rcgen::CertificateParams::default();
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.distinguished_name.push(rcgen::DnType::CommonName, id);
+    if extra_ou {
+        p.distinguished_name
+            .push(rcgen::DnType::OrganizationalUnitName, "store-12");
+    }
+    let uri = format!("urn:posguard:device:{id}");
+    p.subject_alt_names = vec![rcgen::SanType::URI(uri.try_into().unwrap())];
+    if extra_dns {
+        p.subject_alt_names.push(rcgen::SanType::DnsName(
+            "till3.store12.example".try_into().unwrap(),
+        ));
+    }
+    p.serialize_request(key).unwrap().pem().unwrap()
+}
+
+/// The refusal as the technician sees it: status, `x-posguard-error`, body.
+async fn raw(
+    f: &Fleet,
+    srv: &Running,
+    dev: Option<&Device>,
+    path: &str,
+    body: Vec<u8>,
+) -> (u16, String, String) {
+    let (status, headers, bytes) = post_to(srv.addr, client_config(&f.pki, dev), path, body)
+        .await
+        .unwrap();
+    let code = headers["x-posguard-error"].to_str().unwrap().to_owned();
+    (status, code, String::from_utf8(bytes.to_vec()).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extra_subject_attribute_or_san_is_bad_csr_saying_what_to_remove() {
+    let f = fleet("");
+    let srv = f.start().await;
+    let id = "term-0705";
+    let token = f.token(id);
+    let key = p256();
+    for (ou, dns, named) in [
+        (true, false, "extra subject attribute OU=store-12"),
+        (
+            false,
+            true,
+            "extra subject alternative name DNS:till3.store12.example",
+        ),
+    ] {
+        let body = enroll_body(&token, &csr_with_extra(&key, id, ou, dns));
+        let (status, code, text) = raw(&f, &srv, None, "/v1/enroll", body).await;
+        assert_eq!((status, code.as_str()), (422, "bad_csr"), "{text}");
+        assert!(text.starts_with("bad_csr: "), "{text}");
+        assert!(text.contains(named), "{text}");
+        assert!(text.contains("names only CN=<device id>"), "{text}");
+    }
+    // The alert says it too, for operations.
+    let alerts = stdout(&f.cli(&["alerts"]));
+    assert!(alerts.contains("OU=store-12"), "{alerts}");
+
+    // Renewal applies the same rules.
+    let (status, v) = enroll(&srv, &f.pki, enroll_body(&token, &device_csr(&key, id))).await;
+    assert_eq!(status, 200, "{v}");
+    let dev = enrolled(id, key, v["chain_pem"].as_str().unwrap());
+    let csr_pem = csr_with_extra(&dev.key, id, false, true);
+    let body = serde_json::to_vec(&serde_json::json!({ "csr_pem": csr_pem })).unwrap();
+    let (status, code, text) = raw(&f, &srv, Some(&dev), "/v1/renew", body).await;
+    assert_eq!((status, code.as_str()), (422, "bad_csr"), "{text}");
+    assert!(text.contains("DNS:till3.store12.example"), "{text}");
+    let history = stdout(&f.cli(&["enrollments", "--device", id]));
+    assert_eq!(history.matches("\"bad_csr\"").count(), 3, "{history}");
     srv.stop().await;
 }

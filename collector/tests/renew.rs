@@ -139,3 +139,63 @@ async fn ca_revoke_takes_the_device_off_after_the_crl_reload() {
     assert_eq!(out.status.code(), Some(64));
     srv.stop().await;
 }
+
+/// The serial (hex, as the CLI prints it) of the first certificate in a PEM file.
+fn serial_of(path: &std::path::Path) -> String {
+    let pem = std::fs::read(path).unwrap();
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
+    let cert = pem.parse_x509().unwrap();
+    posguard_collector::pki::serial_hex(cert.raw_serial())
+}
+
+#[test]
+fn ca_server_cert_replaces_a_stolen_server_key_and_the_old_certificate_is_revoked() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let f = fleet("");
+    let pki = f.dir().join("pki");
+    let old_serial = serial_of(&pki.join("collector.pem"));
+    let out = stdout(&f.cli(&[
+        "ca",
+        "server-cert",
+        "--out-dir",
+        pki.to_str().unwrap(),
+        "--server-name",
+        "collector.example",
+        "--days",
+        "30",
+    ]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let (cert, key) = (
+        std::path::PathBuf::from(v["server_cert"].as_str().unwrap()),
+        std::path::PathBuf::from(v["server_key"].as_str().unwrap()),
+    );
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(serial_of(&cert), v["serial"].as_str().unwrap());
+    assert_ne!(v["serial"], old_serial.as_str());
+    let pem = std::fs::read(&cert).unwrap();
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
+    let parsed = pem.parse_x509().unwrap();
+    let ca_pem = std::fs::read(pki.join("fleet-ca.pem")).unwrap();
+    let (_, ca_pem) = x509_parser::pem::parse_x509_pem(&ca_pem).unwrap();
+    let ca = ca_pem.parse_x509().unwrap();
+    parsed
+        .verify_signature(Some(ca.public_key()))
+        .expect("signed by the fleet CA");
+    let eku = parsed.extended_key_usage().unwrap().unwrap().value;
+    assert!(eku.server_auth && !eku.client_auth);
+    let life = parsed.validity().not_after.timestamp() - parsed.validity().not_before.timestamp();
+    assert!(life <= 30 * 86_400 + 300, "{life}");
+    let old_key = std::fs::read(pki.join("collector.key")).unwrap();
+    assert_ne!(std::fs::read(&key).unwrap(), old_key, "a new key");
+
+    // The stolen certificate goes on the CRL agents apply to the collector.
+    let out = stdout(&f.cli(&["ca", "revoke", "--serial", &old_serial]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["revoked"], serde_json::json!([old_serial]));
+
+    let out = f.cli(&["ca", "server-cert", "--out-dir", pki.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(64), "--server-name is required");
+}

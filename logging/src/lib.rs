@@ -33,10 +33,29 @@ pub enum Sink {
     AlreadySet,
 }
 
+/// Where the subscriber [`init`] installed sends the logs (`None` before `init`).
+static INSTALLED: std::sync::OnceLock<Sink> = std::sync::OnceLock::new();
+
+/// Where the logs go, as decided by the first [`init`] that installed a subscriber: a binary
+/// that prints its own errors on stderr logs them through tracing instead when this is
+/// [`Sink::Journald`], so that they get error priority (journald records plain stderr lines of
+/// a unit at info, which `journalctl -p warning` hides).
+pub fn sink() -> Option<Sink> {
+    INSTALLED.get().copied()
+}
+
 /// Installs the global subscriber for `component` (`posguard-agent`, `posguard-collector`,
 /// which is also the journal's `SYSLOG_IDENTIFIER`). Falls back to stderr when journald cannot
 /// be reached.
 pub fn init(component: &str) -> Sink {
+    let sink = install(component);
+    if sink != Sink::AlreadySet {
+        let _ = INSTALLED.set(sink);
+    }
+    sink
+}
+
+fn install(component: &str) -> Sink {
     let journal_stream = std::env::var_os("JOURNAL_STREAM");
     let invocation_id = std::env::var_os("INVOCATION_ID");
     let systemd = under_systemd(
@@ -137,7 +156,9 @@ mod tests {
     fn init_logs_somewhere_and_a_second_init_changes_nothing() {
         let first = init("posguard-test");
         assert_ne!(first, Sink::AlreadySet);
+        assert_eq!(sink(), Some(first));
         assert_eq!(init("posguard-test"), Sink::AlreadySet);
+        assert_eq!(sink(), Some(first), "the first sink stays the one reported");
         tracing::info!(kind = "test", device = "dev-1", seq = 7u64, "logging works");
     }
 }

@@ -127,6 +127,21 @@ fn report_simple(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
+/// Where the agent keeps its certificate: `[uplink] certificate` in `agent.toml`, else (not
+/// provisioned yet: the offline path) `/var/lib/posguard/device.pem`, where `init` puts it.
+fn certificate_path(config_dir: &Path) -> std::path::PathBuf {
+    std::fs::read_to_string(config_dir.join("agent.toml"))
+        .ok()
+        .and_then(|text| toml::from_str::<toml::Value>(&text).ok())
+        .and_then(|v| {
+            v.get("uplink")?
+                .get("certificate")?
+                .as_str()
+                .map(std::path::PathBuf::from)
+        })
+        .unwrap_or_else(|| std::path::PathBuf::from("/var/lib/posguard/device.pem"))
+}
+
 /// `install-cert`: checks that the certificate is for this TPM's key before installing it.
 pub fn install_cert(config: &SecureElementConfig, chain: &Path, config_dir: &Path) -> ExitCode {
     let result = (|| -> anyhow::Result<()> {
@@ -144,7 +159,7 @@ pub fn install_cert(config: &SecureElementConfig, chain: &Path, config_dir: &Pat
                 "this certificate is not for this terminal's identity key; nothing was installed"
             );
         }
-        let path = config_dir.join("device.pem");
+        let path = certificate_path(config_dir);
         files::write_file(&path, pem.as_bytes(), 0o644, None)?;
         say(&format!(
             "installed {} (valid until {})",
@@ -178,7 +193,9 @@ pub fn status(config: &SecureElementConfig, config_dir: &Path) -> ExitCode {
         ))
     });
     report.step("certificate", || {
-        let pem = std::fs::read_to_string(config_dir.join("device.pem"))?;
+        let path = certificate_path(config_dir);
+        let pem = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
         let after = init::not_after(&pem).ok_or_else(|| anyhow!("does not parse"))?;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?

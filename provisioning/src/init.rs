@@ -50,8 +50,10 @@ impl InitPlan {
         self.config_dir.join("agent.toml")
     }
 
+    /// In the state directory, not in `/etc/posguard`: the agent renews it by itself, and its
+    /// configuration directory is read-only to it (docs/operations.md).
     fn cert_path(&self) -> PathBuf {
-        self.config_dir.join("device.pem")
+        self.state_dir.join("device.pem")
     }
 
     fn ca_path(&self) -> PathBuf {
@@ -74,7 +76,7 @@ impl InitPlan {
             .map(|k| format!("ops_public_key = \"{k}\"\n"))
             .unwrap_or_default();
         format!(
-            "# Written by posguard-provision init. See docs/configuration.md.\n\n[device]\nid = \"{}\"\n\n[secure_element]\n{backend}\n[storage]\ndir = \"{}\"\n\n[journal]\ndir = \"{}\"\n\n[api]\nsocket = \"{}\"\n\n[uplink]\ncollector = \"{}\"\nserver_name = \"{}\"\nfleet_ca = \"{}\"\ncertificate = \"{}\"\n{ops}",
+            "# Written by posguard-provision init. See docs/configuration.md.\n\n[device]\nid = \"{}\"\n\n[secure_element]\n{backend}\n[storage]\ndir = \"{}\"\n\n[journal]\ndir = \"{}\"\n\n[api]\nsocket = \"{}\"\n\n[uplink]\ncollector = \"{}\"\nserver_name = \"{}\"\nfleet_ca = \"{}\"\ncertificate = \"{}\"\ncrl = \"{}\"\n{ops}",
             self.device_id,
             self.state_dir.display(),
             self.state_dir.join("journal").display(),
@@ -83,6 +85,9 @@ impl InitPlan {
             self.server_name,
             self.ca_path().display(),
             self.cert_path().display(),
+            // The fleet CRL the collector's certificate is checked against: in the state
+            // directory, because the agent keeps it current (fetched from the collector).
+            self.state_dir.join("fleet.crl").display(),
         )
     }
 }

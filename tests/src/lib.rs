@@ -346,6 +346,69 @@ impl Fleet {
     }
 }
 
+impl Fleet {
+    /// Writes `fleet.crl` (PEM, signed by the fleet CA, CRL number `number`) revoking the
+    /// certificates in the PEM files `revoked`, and returns its path. Replaced atomically, as
+    /// `posguard-collector ca revoke` does, so that a watcher never reads half a file.
+    ///
+    /// # Panics
+    /// On failure (test support).
+    #[allow(clippy::unwrap_used)]
+    pub fn write_crl(&self, revoked: &[&std::path::Path], number: u64) -> PathBuf {
+        let now = time::OffsetDateTime::now_utc();
+        let revoked_certs = revoked
+            .iter()
+            .map(|path| {
+                let pem = std::fs::read(path).unwrap();
+                let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
+                let cert = pem.parse_x509().unwrap();
+                rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from_slice(cert.raw_serial()),
+                    revocation_time: now - time::Duration::minutes(1),
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                }
+            })
+            .collect();
+        let crl = rcgen::CertificateRevocationListParams {
+            this_update: now - time::Duration::minutes(1),
+            next_update: now + time::Duration::days(7),
+            crl_number: rcgen::SerialNumber::from(number),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&self.issuer)
+        .unwrap();
+        let path = self.path("fleet.crl");
+        let tmp = self.path("fleet.crl.new");
+        std::fs::write(&tmp, crl.pem().unwrap()).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        path
+    }
+
+    /// A new server certificate for `localhost` (a new key), written as `NAME.pem` and
+    /// `NAME.key`: what operations install on the collector after its key was stolen.
+    ///
+    /// # Panics
+    /// On failure (test support).
+    #[allow(clippy::unwrap_used)]
+    pub fn new_server_cert(&self, name: &str) -> (PathBuf, PathBuf) {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .signed_by(&key, &self.issuer)
+            .unwrap();
+        let (pem, key_path) = (
+            self.path(&format!("{name}.pem")),
+            self.path(&format!("{name}.key")),
+        );
+        std::fs::write(&pem, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        (pem, key_path)
+    }
+}
+
 /// Certificate parameters for device `id`: its name and the URI SAN the collector reads.
 #[allow(clippy::unwrap_used)]
 fn device_params(id: &str) -> rcgen::CertificateParams {

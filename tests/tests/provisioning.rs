@@ -133,6 +133,10 @@ fn provision_renew_and_decommission() {
     assert!(report["steps"].as_array().unwrap().len() >= 9);
     assert_eq!(mode(&etc.join("agent.toml")), 0o640);
     assert_eq!(mode(&state.join("datakey.sealed")), 0o600);
+    // The certificate the agent renews lives in its state directory: /etc/posguard is
+    // read-only to the agent under systemd.
+    assert!(state.join("device.pem").is_file());
+    assert!(!etc.join("device.pem").exists());
     let config_before = std::fs::read(etc.join("agent.toml")).unwrap();
 
     // Idempotent: a second run changes nothing, and the token cannot be reused anyway.
@@ -144,25 +148,26 @@ fn provision_renew_and_decommission() {
     );
 
     // A technician renews by hand, over mTLS with the TPM key.
-    let before_manual = std::fs::read(etc.join("device.pem")).unwrap();
+    let before_manual = std::fs::read(state.join("device.pem")).unwrap();
     let (ok, out) = run(command("posguard-provision")
         .args(["renew", "--tcti", &tpm.tcti(), "--config-dir"])
         .arg(&etc));
     assert!(ok, "{out}");
     assert_ne!(
-        std::fs::read(etc.join("device.pem")).unwrap(),
+        std::fs::read(state.join("device.pem")).unwrap(),
         before_manual,
         "{out}"
     );
 
     // The agent renews at once (0 %) over mTLS and keeps shipping with the new certificate.
-    let mut text = String::from_utf8(config_before).unwrap();
+    let config_text = String::from_utf8(config_before).unwrap();
+    let mut text = config_text.clone();
     text.push_str("heartbeat_secs = 1\nrenew_after_percent = 0\n");
     std::fs::write(etc.join("agent.toml"), text).unwrap();
-    let cert_before = std::fs::read(etc.join("device.pem")).unwrap();
+    let cert_before = std::fs::read(state.join("device.pem")).unwrap();
     let agent = AgentProcess::start(&etc.join("agent.toml"), &state.join("agent.sock"));
     let deadline = Instant::now() + Duration::from_secs(30);
-    while std::fs::read(etc.join("device.pem")).unwrap() == cert_before {
+    while std::fs::read(state.join("device.pem")).unwrap() == cert_before {
         assert!(Instant::now() < deadline, "the certificate was not renewed");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -173,6 +178,20 @@ fn provision_renew_and_decommission() {
         ok && out.contains("\"renew\"") && out.contains("\"issued\""),
         "{out}"
     );
+    // The provisioned configuration keeps the fleet CRL (which `ca init` created and the
+    // collector serves) in the state directory, where the agent writes what it fetched.
+    assert!(
+        config_text.contains(&format!("crl = \"{}\"", state.join("fleet.crl").display())),
+        "{config_text}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !state.join("fleet.crl").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the agent did not fetch the fleet CRL"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // Decommission: ships what is left, stops the agent, evicts the TPM keys, removes state.
     let (ok, out) = run(command("posguard-provision")

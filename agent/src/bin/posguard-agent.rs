@@ -28,14 +28,21 @@ enum Command {
 }
 
 fn run(path: &std::path::Path) -> ExitCode {
+    // Logging first, so that a bad configuration is logged at error priority: under systemd a
+    // plain line on stderr reaches the journal at info, and `journalctl -p warning` (what
+    // docs/operations.md tells operators to run) would not show why the unit failed.
+    let sink = posguard_agent::logging::init("posguard-agent");
     let config = match AgentConfig::load(path) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("posguard-agent: invalid configuration: {e}");
+            tracing::error!(config = %path.display(), "invalid configuration: {e}; fix it (`posguard-agent check-config`), then restart");
+            if sink == posguard_agent::logging::Sink::AlreadySet {
+                // No subscriber of ours: the line above may have gone nowhere.
+                eprintln!("posguard-agent: invalid configuration: {e}");
+            }
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    posguard_agent::logging::init("posguard-agent");
     let notifier = posguard_agent::notify::Notifier::from_env().unwrap_or_else(|e| {
         tracing::warn!(error = %e, "systemd notifications disabled");
         posguard_agent::notify::Notifier::disabled()

@@ -18,7 +18,8 @@ use tokio_rustls::TlsConnector;
 use super::UplinkError;
 
 /// Most bytes read from a response body.
-const MAX_RESPONSE: usize = 256 * 1024;
+const MAX_RESPONSE: usize = 1024 * 1024;
+// (At least the largest fleet CRL taken: super::crl::MAX_BYTES.)
 
 /// A response, reduced to what the uplink acts on.
 #[derive(Debug)]
@@ -67,6 +68,12 @@ pub(super) fn classify(e: &(dyn std::error::Error + 'static), context: &str) -> 
             "the collector refused this terminal's certificate ({alert:?}); check that it is \
              signed by the fleet CA, not expired and not revoked"
         )),
+        Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked)) => {
+            UplinkError::Tls(format!(
+                "{context}: the collector's certificate is revoked (on the fleet CRL, \
+                 uplink.crl): this server may be using a stolen key; nothing is sent to it"
+            ))
+        }
         Some(other) => UplinkError::Tls(format!("{context}: {other}")),
         None => UplinkError::Network(format!("{context}: {e}")),
     }
@@ -127,6 +134,27 @@ impl Connection {
             .header(hyper::header::CONTENT_TYPE, content_type)
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| UplinkError::Network(format!("request: {e}")))?;
+        self.send(request, timeout).await
+    }
+
+    /// GETs `path`.
+    pub(super) async fn get(
+        &mut self,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<Answer, UplinkError> {
+        let request = hyper::Request::get(path)
+            .header(hyper::header::HOST, self.host.as_str())
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| UplinkError::Network(format!("request: {e}")))?;
+        self.send(request, timeout).await
+    }
+
+    async fn send(
+        &mut self,
+        request: hyper::Request<Full<Bytes>>,
+        timeout: Duration,
+    ) -> Result<Answer, UplinkError> {
         let exchange = async {
             self.sender
                 .ready()
@@ -164,5 +192,33 @@ impl Connection {
         tokio::time::timeout(timeout, exchange)
             .await
             .map_err(|_| UplinkError::Network("no answer from the collector in time".to_owned()))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_revoked_collector_certificate_is_named_as_such() {
+        let revoked = rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked);
+        let e = classify(&revoked, "TLS handshake");
+        assert!(matches!(e, UplinkError::Tls(_)), "{e:?}");
+        assert!(
+            e.to_string().contains("collector's certificate is revoked"),
+            "{e}"
+        );
+        let io = std::io::Error::other(revoked);
+        assert!(
+            classify(&io, "TLS handshake")
+                .to_string()
+                .contains("stolen key")
+        );
+        let expired = rustls::Error::InvalidCertificate(rustls::CertificateError::Expired);
+        assert!(
+            !classify(&expired, "TLS handshake")
+                .to_string()
+                .contains("revoked")
+        );
     }
 }

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::http::Connection;
 use super::renew::{self, RenewSchedule};
-use super::{Backoff, UplinkDeps, UplinkError, ops_key, tls};
+use super::{Backoff, UplinkDeps, UplinkError, crl, ops_key, tls};
 use crate::clock::Clock;
 
 /// How often to look for new records when there is nothing to send.
@@ -60,6 +60,8 @@ struct Shipper {
     /// Records read while the previous batch was in flight: (first seq asked for, records).
     /// Used only if the collector then expects exactly that seq.
     prefetched: Option<(u64, Vec<posguard_proto::record::Record>)>,
+    /// When the fleet CRL was last asked for on the current connection.
+    crl_checked: Option<Instant>,
 }
 
 fn me() -> PeerCred {
@@ -103,6 +105,7 @@ pub(super) async fn run(deps: UplinkDeps, stop: CancellationToken) {
         ops_key,
         renew: RenewSchedule::new(),
         prefetched: None,
+        crl_checked: None,
     };
     loop {
         if stop.is_cancelled() {
@@ -151,9 +154,12 @@ impl Shipper {
                 &c.certificate,
                 &c.fleet_ca,
                 c.pinned,
+                c.crl.as_deref(),
             )?;
             let conn = Connection::open(&c.collector, &c.server_name(), config, TIMEOUT).await?;
             self.conn = Some((conn, Instant::now()));
+            // A new connection asks for the current CRL first thing.
+            self.crl_checked = None;
         }
         match self.conn.as_mut() {
             Some((conn, _)) => Ok(conn),
@@ -228,8 +234,35 @@ impl Shipper {
         renew::install(path, chain, &spki, old_not_after)
     }
 
+    /// Fetches the fleet CRL when due; a newer one closes the connection, so that the next
+    /// handshake checks the collector's certificate against it. Failures only wait.
+    async fn maybe_refresh_crl(&mut self) -> Result<(), UplinkError> {
+        let Some(path) = self.deps.config.crl.clone() else {
+            return Ok(());
+        };
+        if self.conn.is_none() || self.crl_checked.is_some_and(|t| t.elapsed() < crl::REFRESH) {
+            return Ok(());
+        }
+        self.crl_checked = Some(Instant::now());
+        let fleet_ca = self.deps.config.fleet_ca.clone();
+        let conn = self.connection().await?;
+        match crl::refresh(conn, &path, &fleet_ca, TIMEOUT).await {
+            Ok(Some(number)) => {
+                tracing::info!(
+                    number,
+                    "newer fleet CRL installed; reconnecting to apply it"
+                );
+                self.conn = None;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "fleet CRL not refreshed; the current one stays"),
+        }
+        Ok(())
+    }
+
     async fn step(&mut self) -> Result<Progress, Failure> {
         self.maybe_renew().await;
+        self.maybe_refresh_crl().await?;
         let journal = &self.deps.journal;
         let internal =
             |e: crate::journal::JournalError| UplinkError::Config(format!("journal: {e}"));

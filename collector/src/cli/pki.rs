@@ -1,4 +1,4 @@
-//! `ca init`, `ca revoke`, `enroll-token create|list` and `enrollments`. The output formats
+//! `ca init`, `ca server-cert`, `ca revoke`, `enroll-token create|list` and `enrollments`. The output formats
 //! are documented in docs/collector.md and stable (scripts parse them).
 
 use std::path::{Path, PathBuf};
@@ -69,6 +69,33 @@ fn warn_if_readable(key: &Path) {
     {
         tracing::warn!(path = %key.display(), "ca_key is readable by group or others; chmod 600 it");
     }
+}
+
+/// `ca server-cert`.
+pub(super) fn ca_server_cert(
+    config: &Config,
+    out_dir: &Path,
+    names: &[String],
+    days: u32,
+) -> anyhow::Result<()> {
+    let ca = load_ca(config)?
+        .ok_or_else(|| usage("ca server-cert: set `ca_cert` and `ca_key` in the config"))?;
+    let now = time::OffsetDateTime::now_utc();
+    let cert = crate::pki::init::server_cert(ca.issuer(), names, days, ca.ca_not_after(), now)?;
+    let cert_path = out_dir.join(format!("collector-{}.pem", cert.serial));
+    let key_path = out_dir.join(format!("collector-{}.key", cert.serial));
+    crate::pki::write_new(&key_path, cert.key_pem.as_bytes(), 0o600)?;
+    crate::pki::write_new(&cert_path, cert.cert_pem.as_bytes(), 0o644)?;
+    println!(
+        "{}",
+        json!({
+            "server_cert": cert_path.display().to_string(),
+            "server_key": key_path.display().to_string(),
+            "serial": cert.serial,
+            "not_after": cert.not_after_unix,
+        })
+    );
+    Ok(())
 }
 
 /// `ca revoke`.

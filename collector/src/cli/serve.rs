@@ -58,7 +58,17 @@ pub(super) fn serve(config: &Config) -> anyhow::Result<()> {
                 s.cancelled().await;
             }));
         }
-        tokio::spawn(reloader.run(Duration::from_secs(5), stop.clone()));
+        tokio::spawn(crate::revocation::run_reports(
+            reloader.attempts(),
+            store.clone(),
+            metrics.clone(),
+            clock.clone(),
+            stop.clone(),
+        ));
+        let state = AppState::new(config, store.clone(), metrics.clone(), clock.clone())
+            .with_ca(ca)
+            .with_revocation(&reloader);
+        tokio::spawn(reloader.run(crate::tls::CRL_POLL, stop.clone()));
         let silent_after = Duration::from_secs(config.silent_after_s);
         tokio::spawn(server::sweep::run_sweeps(
             store.clone(),
@@ -68,7 +78,7 @@ pub(super) fn serve(config: &Config) -> anyhow::Result<()> {
             (silent_after / 4).clamp(Duration::from_secs(1), Duration::from_secs(60)),
             stop.clone(),
         ));
-        let state = Arc::new(AppState::new(config, store, metrics, clock).with_ca(ca));
+        let state = Arc::new(state);
         tracing::info!(listen = %config.listen, "posguard-collector serving");
         server::run(listener, state, tls, shutdown_signal()).await;
         stop.cancel();

@@ -1,6 +1,7 @@
 //! `ca init`: the fleet CA (ECDSA P-256, key file mode 0600, created with `create_new` so an
 //! existing CA is never overwritten), the collector's server certificate signed by it and an
-//! empty CRL, so that `crl` can be configured from day one.
+//! empty CRL, so that `crl` can be configured from day one. [`server_cert`] also serves
+//! `ca server-cert` (a new server key after a compromise).
 
 use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
@@ -117,34 +118,84 @@ pub fn init(plan: &InitPlan) -> Result<CaFiles, PkiError> {
     ca.serial_number = Some(SerialNumber::from_slice(&random_serial()?));
     ca.not_before = now - Duration::minutes(5);
     ca.not_after = now + Duration::days(i64::from(plan.days));
+    let ca_not_after = ca.not_after;
     let ca_cert = ca.self_signed(&ca_key)?;
     let ca_pem = ca_cert.pem();
     let ca_key_pem = ca_key.serialize_pem();
     let issuer = Issuer::new(ca, ca_key);
 
-    let server_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-    let mut server = CertificateParams::new(plan.server_names.clone())?;
-    server.distinguished_name = rcgen::DistinguishedName::new();
-    if let Some(first) = plan.server_names.first() {
-        server.distinguished_name.push(DnType::CommonName, first);
-    }
-    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    server.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    server.serial_number = Some(SerialNumber::from_slice(&random_serial()?));
-    server.use_authority_key_identifier_extension = true;
-    server.not_before = now - Duration::minutes(5);
-    server.not_after = now + Duration::days(i64::from(plan.days.min(MAX_SERVER_DAYS)));
-    let server_cert = server.signed_by(&server_key, &issuer)?;
+    let server = server_cert(&issuer, &plan.server_names, plan.days, ca_not_after, now)?;
     let crl_pem = super::crl::signed_pem(&issuer, &[], 1, now)?;
 
     write_new(&files.ca_key, ca_key_pem.as_bytes(), 0o600)?;
     write_new(&files.ca_cert, ca_pem.as_bytes(), 0o644)?;
-    write_new(
-        &files.server_key,
-        server_key.serialize_pem().as_bytes(),
-        0o600,
-    )?;
-    write_new(&files.server_cert, server_cert.pem().as_bytes(), 0o644)?;
+    write_new(&files.server_key, server.key_pem.as_bytes(), 0o600)?;
+    write_new(&files.server_cert, server.cert_pem.as_bytes(), 0o644)?;
     write_new(&files.crl, crl_pem.as_bytes(), 0o644)?;
     Ok(files)
+}
+
+/// A new server certificate and its new key.
+#[derive(Clone)]
+pub struct ServerCert {
+    /// The certificate (PEM).
+    pub cert_pem: String,
+    /// Its key (PKCS#8 PEM).
+    pub key_pem: String,
+    /// Serial, lower-case hex (what `ca revoke --serial` takes).
+    pub serial: String,
+    /// notAfter, Unix seconds.
+    pub not_after_unix: i64,
+}
+
+impl std::fmt::Debug for ServerCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("ServerCert")
+            .field("serial", &self.serial)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Issues the collector's server certificate for `names` (a new P-256 key, serverAuth, valid
+/// `days` but at most [`MAX_SERVER_DAYS`] and never past the CA): `ca init`, and
+/// `ca server-cert` when the server key must be replaced (docs/runbook.md).
+pub fn server_cert(
+    issuer: &Issuer<'_, KeyPair>,
+    names: &[String],
+    days: u32,
+    ca_not_after: OffsetDateTime,
+    now: OffsetDateTime,
+) -> Result<ServerCert, PkiError> {
+    if names.is_empty() {
+        return Err(PkiError::Invalid("--server-name: at least one".into()));
+    }
+    if days == 0 {
+        return Err(PkiError::Invalid("--days: must be at least 1".into()));
+    }
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    let mut server = CertificateParams::new(names.to_vec())?;
+    server.distinguished_name = rcgen::DistinguishedName::new();
+    if let Some(first) = names.first() {
+        server.distinguished_name.push(DnType::CommonName, first);
+    }
+    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    server.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    let serial = random_serial()?;
+    server.serial_number = Some(SerialNumber::from_slice(&serial));
+    server.use_authority_key_identifier_extension = true;
+    server.not_before = now - Duration::minutes(5);
+    server.not_after =
+        (now + Duration::days(i64::from(days.min(MAX_SERVER_DAYS)))).min(ca_not_after);
+    if server.not_after <= now {
+        return Err(PkiError::Invalid("the fleet CA has expired".into()));
+    }
+    let not_after_unix = server.not_after.unix_timestamp();
+    let cert = server.signed_by(&key, issuer)?;
+    Ok(ServerCert {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        serial: super::serial_hex(&serial),
+        not_after_unix,
+    })
 }

@@ -108,6 +108,11 @@ impl DeviceCa {
         &self.issuer
     }
 
+    /// When the CA certificate expires.
+    pub fn ca_not_after(&self) -> OffsetDateTime {
+        self.ca_not_after
+    }
+
     /// The CA certificate (DER).
     pub fn ca_der(&self) -> &[u8] {
         &self.ca_der

@@ -11,19 +11,16 @@ use serde_json::json;
 
 use super::AppState;
 use super::handler::{Resp, plain, retry_after};
-use crate::enroll::{self, Refusal, Request};
+use crate::enroll::{self, Outcome, Request};
 use crate::ingest::Peer;
 use crate::pki::issue::{DeviceCa, Issued};
+
 use crate::store::StoreTx;
 
 /// Largest enrollment or renewal body (a CSR is well under 2 KiB).
 pub const BODY_LIMIT: usize = 64 * 1024;
 
-type Decide = dyn Fn(
-        &mut dyn StoreTx,
-        &DeviceCa,
-        Request<'_>,
-    ) -> Result<Result<Issued, Refusal>, crate::store::StoreError>
+type Decide = dyn Fn(&mut dyn StoreTx, &DeviceCa, Request<'_>) -> Result<Outcome, crate::store::StoreError>
     + Send
     + Sync;
 
@@ -73,13 +70,18 @@ async fn decide(
         .await;
     match result {
         Ok(Some(Ok(issued))) => answer(&issued),
-        Ok(Some(Err(refusal))) => {
+        Ok(Some(Err(refused))) => {
             state
                 .metrics
                 .alert(crate::alerts::AlertKind::EnrollmentRefused.name());
+            let refusal = refused.refusal;
             let status =
                 StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            plain(status, refusal.code())
+            // The code in the header (programs branch on it), `code: what is wrong` in the body
+            // (posguard-provision shows it to the technician).
+            let mut r = plain(status, refusal.code());
+            *r.body_mut() = Full::new(Bytes::from(refused.text()));
+            r
         }
         Ok(None) | Err(_) => {
             if let Err(e) = &result {

@@ -21,6 +21,9 @@ pub const JOURNAL_PATH: &str = "/v1/journal";
 pub const ENROLL_PATH: &str = "/v1/enroll";
 /// Renewal: the device's current certificate (mTLS) + CSR.
 pub const RENEW_PATH: &str = "/v1/renew";
+/// The fleet CRL (`GET`, no client certificate needed): agents check the collector's own
+/// certificate against it (docs/runbook.md, "Collector key compromise").
+pub const CRL_PATH: &str = "/v1/crl";
 /// Header carrying the stable error code on refusals (also the body).
 pub const ERROR_HEADER: &str = "x-posguard-error";
 /// Header carrying the highest stored seq on a 422 (the prefix before the bad record).
@@ -67,6 +70,9 @@ async fn respond(
     req: Request<Incoming>,
 ) -> Resp {
     let path = req.uri().path();
+    if path == CRL_PATH {
+        return crl(state, remote, req.method()).await;
+    }
     if ![JOURNAL_PATH, ENROLL_PATH, RENEW_PATH].contains(&path) {
         return plain(StatusCode::NOT_FOUND, "not_found");
     }
@@ -117,6 +123,45 @@ async fn respond(
         None => super::enroll::enroll(state, remote, body).await,
         Some(p) if is_renew => super::enroll::renew(state, p, remote, body).await,
         Some(p) => journal(state, p, body).await,
+    }
+}
+
+/// `GET /v1/crl`: the configured CRL file as it is now (agents check the fleet CA's signature
+/// and take it only if newer than theirs, so serving it needs no authentication).
+async fn crl(state: &AppState, remote: std::net::SocketAddr, method: &Method) -> Resp {
+    if method != Method::GET {
+        return plain(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    }
+    let Some(path) = state.crl.as_deref() else {
+        return plain(StatusCode::NOT_FOUND, "no_crl");
+    };
+    if let Err(wait) = state
+        .limiter
+        .check(&format!("crl:{}", remote.ip()), tokio::time::Instant::now())
+    {
+        let secs = wait
+            .as_secs()
+            .saturating_add(u64::from(wait.subsec_nanos() > 0));
+        return retry_after(plain(StatusCode::TOO_MANY_REQUESTS, "rate_limited"), secs);
+    }
+    let owned = path.to_owned();
+    // A few KiB, read rarely (each agent every 10 minutes): off the reactor all the same.
+    let read = tokio::task::spawn_blocking(move || std::fs::read(owned))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    match read {
+        Ok(bytes) => {
+            let mut r = Response::new(Full::new(Bytes::from(bytes)));
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/pkix-crl"),
+            );
+            r
+        }
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "cannot read the CRL to serve it");
+            plain(StatusCode::SERVICE_UNAVAILABLE, "crl_unavailable")
+        }
     }
 }
 

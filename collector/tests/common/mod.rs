@@ -183,6 +183,11 @@ pub struct Running {
     pub metrics: Arc<Metrics>,
     pub stop: Option<oneshot::Sender<()>>,
     pub done: tokio::task::JoinHandle<()>,
+    /// The task reporting revoked certificates' attempts (it holds a store handle).
+    pub reports: (
+        tokio_util::sync::CancellationToken,
+        tokio::task::JoinHandle<()>,
+    ),
 }
 
 pub async fn start(pki: &Pki, extra: &str) -> Running {
@@ -212,8 +217,20 @@ pub async fn start_config(text: &str) -> Running {
     let (reloader, tls) = TlsReloader::new(TlsFiles::from_config(&config)).unwrap();
     let store = StoreHandle::spawn(Box::new(SqliteStore::open(&config.store).unwrap())).unwrap();
     let metrics = Arc::new(Metrics::default());
-    let state =
-        Arc::new(AppState::new(&config, store, metrics.clone(), Arc::new(SystemClock)).with_ca(ca));
+    // Refused attempts of revoked certificates become metrics and alerts, as under `serve`.
+    let reports_stop = tokio_util::sync::CancellationToken::new();
+    let reports = tokio::spawn(posguard_collector::revocation::run_reports(
+        reloader.attempts(),
+        store.clone(),
+        metrics.clone(),
+        Arc::new(SystemClock),
+        reports_stop.clone(),
+    ));
+    let state = Arc::new(
+        AppState::new(&config, store, metrics.clone(), Arc::new(SystemClock))
+            .with_ca(ca)
+            .with_revocation(&reloader),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -227,6 +244,7 @@ pub async fn start_config(text: &str) -> Running {
         metrics,
         stop: Some(stop),
         done,
+        reports: (reports_stop, reports),
     }
 }
 
@@ -234,6 +252,9 @@ impl Running {
     pub async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
         self.done.await.unwrap();
+        // Last store handle: once it is gone the store is closed (restore needs that).
+        self.reports.0.cancel();
+        self.reports.1.await.unwrap();
     }
 }
 
