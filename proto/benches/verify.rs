@@ -1,5 +1,5 @@
 //! Ed25519 signature checking per record, as the collector's precheck does it: one at a time
-//! (ring, which the chain walk uses, and ed25519-dalek), ed25519-dalek's batch verification in
+//! (posguard's signature rule, which the chain walk uses, and ed25519-dalek), ed25519-dalek's batch verification in
 //! groups of 256, the parts of proto's batch verification that are paid per signature, and
 //! that verification (the key terms folded) in groups of 8 (a live upload) to 1024, all
 //! signatures under one journal key.
@@ -53,7 +53,7 @@ fn main() {
     let signatures: Vec<Signature> = messages.iter().map(|m| key.sign(m)).collect();
     let bytes: Vec<[u8; 64]> = signatures.iter().map(Signature::to_bytes).collect();
 
-    measure("single, ring (verify_ed25519)", || {
+    measure("single, the rule (verify_ed25519)", || {
         for (m, s) in messages.iter().zip(&bytes) {
             assert!(verify_ed25519(public.as_bytes(), m, s));
         }

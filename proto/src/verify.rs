@@ -13,6 +13,8 @@ mod precheck;
 pub use chain::{ChainState, ChainVerifier, GapPolicy};
 pub use gaps::{GapRange, MAX_PENDING_GAPS};
 pub use keyring::MAX_CERTS;
+#[cfg(test)]
+use precheck::precheck_in_groups;
 pub use precheck::{Prechecked, SignedMessage, precheck, verify_ed25519_batch};
 
 use crate::cert::JournalKeyCert;
@@ -107,6 +109,10 @@ pub enum VerifyReason {
     /// A certificate's contents are invalid (first_seq 0).
     #[error("invalid journal-key certificate")]
     BadCert,
+    /// A certificate certifies a journal key the signature rule refuses (not the canonical
+    /// encoding of a point of prime order).
+    #[error("journal-key certificate refused: {0}")]
+    BadJournalKey(crate::ed25519::Ed25519KeyError),
     /// A certificate's DIK signature does not verify.
     #[error("bad journal-key certificate signature")]
     BadCertSignature,

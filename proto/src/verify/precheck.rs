@@ -19,13 +19,11 @@ mod batch;
 
 pub use batch::{SignedMessage, verify_ed25519_batch};
 
-use ed25519_dalek::VerifyingKey;
-
 use crate::cert::JournalKeyCert;
 use crate::chain;
 use crate::codec::DecodeError;
+use crate::ed25519::{self, JournalPublicKey};
 use crate::event::Event;
-use crate::keys::verify_ed25519;
 use crate::record::Record;
 
 /// Signatures verified together, at most. The cost per signature falls with the group (µs per
@@ -35,7 +33,7 @@ use crate::record::Record;
 /// each. A failing group is re-verified one by one up to the bad record (~40 µs each): an
 /// upload of k records ending in a forgery costs about k single verifications, ~5× an honest
 /// one whatever the group; a larger group only makes the smallest such upload dearer.
-const GROUP: usize = 1024;
+pub(super) const GROUP: usize = 1024;
 
 /// A record with the checks that need no chain state already done.
 #[derive(Debug, Clone)]
@@ -77,25 +75,28 @@ pub fn precheck(records: Vec<Record>, certs: &[JournalKeyCert]) -> Vec<Prechecke
 
 /// [`precheck`] with signatures verified `group_size` at a time (tests use small groups to put
 /// group boundaries in short runs).
-fn precheck_in_groups(
+pub(super) fn precheck_in_groups(
     records: Vec<Record>,
     certs: &[JournalKeyCert],
     group_size: usize,
 ) -> Vec<Prechecked> {
-    // The distinct keys that parse, and for each certificate (in order: a record takes the
-    // first one naming its key id) the index of its key among them, if it parses.
-    let mut keys: Vec<VerifyingKey> = Vec::new();
+    // The distinct keys that satisfy the signature rule, and for each certificate (in order: a
+    // record takes the first one naming its key id) the index of its key among them, if it
+    // does. A key the rule refuses verifies nothing, here as in the chain walk.
+    let mut keys: Vec<JournalPublicKey> = Vec::new();
     let mut by_id: Vec<([u8; 8], Option<usize>)> = Vec::with_capacity(certs.len());
     for c in certs {
         let public = c.fields().journal_public_key;
-        let at = VerifyingKey::from_bytes(&public).ok().map(|vk| {
-            keys.iter()
-                .position(|k| k.as_bytes() == &public)
-                .unwrap_or_else(|| {
+        // Checking a key costs a scalar multiplication: once per distinct key.
+        let at = keys
+            .iter()
+            .position(|k| k.as_bytes() == &public)
+            .or_else(|| {
+                JournalPublicKey::from_bytes(&public).ok().map(|vk| {
                     keys.push(vk);
                     keys.len().saturating_sub(1)
                 })
-        });
+            });
         by_id.push((c.journal_key_id(), at));
     }
     let mut out: Vec<Prechecked> = records
@@ -143,20 +144,22 @@ fn precheck_in_groups(
             signed.len() == group.len() && batch::verify_batch(&keys, &signed)
         };
         for (n, (i, key)) in group.iter().enumerate() {
-            let Some(public) = keys.get(*key).map(|k| *k.as_bytes()) else {
+            let Some(public) = keys.get(*key) else {
                 return out; // Indices into `keys` come from its own positions: never taken.
             };
             let Some(p) = out.get_mut(*i) else { continue };
+            // The same rule one by one as together (crate::ed25519): the group's verdict on
+            // each record is the one it gets alone.
             let good = all_good
                 || messages
                     .get(n)
-                    .is_some_and(|m| verify_ed25519(&public, m, p.record.signature()));
+                    .is_some_and(|m| ed25519::verify(public, m, p.record.signature()));
             if !good {
                 // The chain walk stops at this record; checking what follows would be work for
                 // nothing (and a batch of forgeries would cost one full verification each).
                 return out;
             }
-            p.signed_by = Some(public);
+            p.signed_by = Some(*public.as_bytes());
         }
     }
     out
