@@ -19,7 +19,7 @@ mod batch;
 
 pub use batch::{SignedMessage, verify_ed25519_batch};
 
-use crate::cert::JournalKeyCert;
+use crate::cert::{JournalKeyCert, VerifiedCert};
 use crate::chain;
 use crate::codec::DecodeError;
 use crate::ed25519::{self, JournalPublicKey};
@@ -99,6 +99,34 @@ pub(super) fn precheck_in_groups(
             });
         by_id.push((c.journal_key_id(), at));
     }
+    precheck_keyed(records, &keys, &by_id, group_size)
+}
+
+/// [`precheck`] with certificates already verified ([`VerifiedCert`]): their keys were checked
+/// against the signature rule then, so no key is checked again here (a scalar multiplication
+/// per key and call, which a live upload of a few records would feel).
+pub fn precheck_verified(records: Vec<Record>, certs: &[VerifiedCert]) -> Vec<Prechecked> {
+    let mut keys: Vec<JournalPublicKey> = Vec::new();
+    let mut by_id: Vec<([u8; 8], Option<usize>)> = Vec::with_capacity(certs.len());
+    for c in certs {
+        let key = *c.key();
+        let at = keys.iter().position(|k| k == &key).unwrap_or_else(|| {
+            keys.push(key);
+            keys.len().saturating_sub(1)
+        });
+        by_id.push((c.cert().journal_key_id(), Some(at)));
+    }
+    precheck_keyed(records, &keys, &by_id, GROUP)
+}
+
+/// The precheck proper: `keys` are the distinct checked keys, `by_id` each certificate's key id
+/// (in order) and the index of its key in `keys`, if it has a usable one.
+fn precheck_keyed(
+    records: Vec<Record>,
+    keys: &[JournalPublicKey],
+    by_id: &[([u8; 8], Option<usize>)],
+    group_size: usize,
+) -> Vec<Prechecked> {
     let mut out: Vec<Prechecked> = records
         .into_iter()
         .map(|record| {
@@ -141,7 +169,7 @@ pub(super) fn precheck_in_groups(
                     })
                 })
                 .collect();
-            signed.len() == group.len() && batch::verify_batch(&keys, &signed)
+            signed.len() == group.len() && batch::verify_batch(keys, &signed)
         };
         for (n, (i, key)) in group.iter().enumerate() {
             let Some(public) = keys.get(*key) else {
