@@ -92,8 +92,8 @@ fn the_one_by_one_check_is_cofactored() {
     // the rule, whose equation multiplies by 8.
     let signer = edge::EdgeSigner::of_seed(1);
     let key = JournalPublicKey::from_bytes(&signer.public_bytes).unwrap();
-    for t in 1..8 {
-        let sig = signer.sign_with(b"m", 0, EIGHT_TORSION[t], None);
+    for (t, torsion) in EIGHT_TORSION.iter().enumerate().skip(1) {
+        let sig = signer.sign_with(b"m", 0, *torsion, None);
         assert!(verify(&key, b"m", &sig), "{t}");
         let ring =
             ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, signer.public_bytes);
