@@ -22,7 +22,9 @@
 //! a cofactorless verifier (ring, OpenSSL, libsodium) refuses it. Refusing such an `R` instead
 //! would need a full scalar multiplication per signature (`[ℓ]R`), tripling the collector's cost.
 
-use curve25519_dalek::constants::ED25519_BASEPOINT_POINT;
+use std::sync::OnceLock;
+
+use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
 use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
 use curve25519_dalek::scalar::Scalar;
 use curve25519_dalek::traits::IsIdentity;
@@ -110,14 +112,10 @@ pub(crate) struct SignatureParts {
 pub(crate) fn parse_signature(signature: &[u8; 64]) -> Option<SignatureParts> {
     let (r_bytes, s_bytes) = split(signature);
     let s = Option::<Scalar>::from(Scalar::from_canonical_bytes(s_bytes))?;
-    if !is_canonical_encoding(&r_bytes) {
+    if !is_canonical_encoding(&r_bytes) || is_small_order_encoding(&r_bytes) {
         return None;
     }
     let r = CompressedEdwardsY(r_bytes).decompress()?;
-    // Three doublings: cheap enough for every signature of a group.
-    if r.is_small_order() {
-        return None;
-    }
     Some(SignatureParts { r, s })
 }
 
@@ -168,6 +166,17 @@ pub fn verify_bytes(public_key: &[u8; 32], message: &[u8], signature: &[u8; 64])
 
 /// The base point, for the grouped check's multiscalar multiplication.
 pub(crate) const BASE: EdwardsPoint = ED25519_BASEPOINT_POINT;
+
+/// Whether the canonical encoding `bytes` is that of a point of small order. Each of the eight
+/// small-order points has one canonical encoding, so for a canonical encoding this is exactly
+/// `[8]P = 0`, for 8 byte comparisons instead of three point doublings (which were 6% of the
+/// grouped check).
+pub(crate) fn is_small_order_encoding(bytes: &[u8; 32]) -> bool {
+    static ENCODINGS: OnceLock<[[u8; 32]; 8]> = OnceLock::new();
+    ENCODINGS
+        .get_or_init(|| EIGHT_TORSION.map(|t| t.compress().to_bytes()))
+        .contains(bytes)
+}
 
 /// Whether `bytes` is the canonical encoding of whatever point it decodes to: y below
 /// p = 2^255 - 19, and no sign bit on x = 0 (y = ±1). Decompression alone accepts the others.

@@ -15,7 +15,10 @@ pub use gaps::{GapRange, MAX_PENDING_GAPS};
 pub use keyring::MAX_CERTS;
 #[cfg(test)]
 use precheck::precheck_in_groups;
-pub use precheck::{Prechecked, SignedMessage, precheck, precheck_verified, verify_ed25519_batch};
+pub use precheck::{
+    Prechecked, SignedMessage, precheck, precheck_verified, verify_ed25519_batch,
+    verify_ed25519_batch_checked,
+};
 
 use crate::cert::JournalKeyCert;
 use crate::chain::ChainHead;

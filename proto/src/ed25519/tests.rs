@@ -134,3 +134,21 @@ fn non_canonical_point_encodings_are_recognised() {
     assert!(is_canonical_encoding(&y_is_minus_one));
     assert!(is_canonical_encoding(&testkit::journal_key(1).public()));
 }
+
+#[test]
+fn the_small_order_table_is_exactly_the_small_order_points() {
+    // Every small-order point, and points of every other kind (prime order, mixed order).
+    let good = CompressedEdwardsY(testkit::journal_key(1).public())
+        .decompress()
+        .unwrap();
+    for (i, t) in EIGHT_TORSION.iter().enumerate() {
+        for p in [*t, good + t, good * Scalar::from(i as u64 + 2) + t] {
+            let bytes = p.compress().to_bytes();
+            assert_eq!(is_small_order_encoding(&bytes), p.is_small_order(), "{i}");
+        }
+    }
+    // Non-canonical encodings of small-order points are refused before the table is asked.
+    for bad in [edge::identity_y_p_plus_one(), edge::identity_minus_zero()] {
+        assert!(!is_canonical_encoding(&bad));
+    }
+}

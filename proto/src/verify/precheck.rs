@@ -17,7 +17,7 @@
 
 mod batch;
 
-pub use batch::{SignedMessage, verify_ed25519_batch};
+pub use batch::{SignedMessage, verify_ed25519_batch, verify_ed25519_batch_checked};
 
 use crate::cert::{JournalKeyCert, VerifiedCert};
 use crate::chain;
