@@ -5,7 +5,9 @@
 //! signatures together (Ed25519 batch verification: one multiscalar multiplication for many
 //! signatures, with the public-key terms of one key folded into one, see [`batch`]), so that
 //! the sequential part, [`ChainVerifier::push_prechecked`](super::ChainVerifier::push_prechecked),
-//! only compares hashes and looks keys up.
+//! only compares hashes and looks keys up. Grouped or one by one, every signature is checked
+//! under the one rule of [`crate::ed25519`], so a record's verdict does not depend on the group
+//! it falls in.
 //!
 //! Nothing here is trusted blindly: a [`Prechecked`] records which public key its signature
 //! verified under, and the chain walk accepts it only if that is the key its own key ring (built
@@ -27,12 +29,13 @@ use crate::event::Event;
 use crate::record::Record;
 
 /// Signatures verified together, at most. The cost per signature falls with the group (µs per
-/// record on a 2-core x86-64, `cargo bench -p posguard-proto --bench verify`: ~10.4 at 64,
-/// ~9.5 at 256, ~8.5 at 1024) and flattens past ~1000, where the multiscalar multiplication
+/// record, CPU time on a 2-core x86-64 with AVX-512 IFMA, `cargo bench -p posguard-proto --bench
+/// verify`: ~7.9 at 8, ~6.3 at 64, ~5.6 at 256, ~5.3 at 1024) and flattens past ~1000, where the multiscalar multiplication
 /// uses its widest window; an agent's default batch of 2000 is prepared as one part per core, one group
-/// each. A failing group is re-verified one by one up to the bad record (~40 µs each): an
-/// upload of k records ending in a forgery costs about k single verifications, ~5× an honest
-/// one whatever the group; a larger group only makes the smallest such upload dearer.
+/// each. A failing group is re-verified one by one up to the bad record (~17 µs each, the
+/// rule's single check): an upload of k records ending in a forgery costs about k single
+/// verifications, ~3× an honest one whatever the group; a larger group only makes the smallest
+/// such upload dearer.
 pub(super) const GROUP: usize = 1024;
 
 /// A record with the checks that need no chain state already done.
