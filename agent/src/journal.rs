@@ -140,6 +140,10 @@ pub enum JournalError {
     /// The event could not be encoded (too large) or the sequence is exhausted.
     #[error("journal: cannot build record: {0}")]
     Build(String),
+    /// A journal key the signature rule refuses (not a canonical encoding of a point of prime
+    /// order): it is not certified.
+    #[error("journal: refusing to certify the journal key: {0}")]
+    BadJournalKey(posguard_proto::ed25519::Ed25519KeyError),
     /// The writer thread has stopped (shutdown, or a fatal storage error).
     #[error("the journal is closed")]
     Closed,

@@ -2,8 +2,9 @@
 //!
 //! [`backup`] takes an online, consistent copy (`VACUUM INTO`, one read transaction, so the
 //! collector keeps ingesting) into a new file of mode 0600. [`restore`] copies a backup next to
-//! the store, re-verifies every device's chain in that copy ([`verify`]) and only then renames
-//! it over the store, refusing while a collector holds the store ([`crate::lock`]).
+//! the store, re-verifies every device's chain in that copy ([`verify`]), leaves out any device
+//! that does not verify (naming it), and only then renames the copy over the store, refusing
+//! while a collector holds the store ([`crate::lock`]).
 
 mod install;
 pub mod verify;
@@ -75,6 +76,9 @@ pub struct Summary {
     /// Every device's verified head, for `restore` (empty for `backup`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub heads: Vec<verify::DeviceHead>,
+    /// Devices `restore` left out because they do not verify (their rows stay in the backup).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unverified: Vec<Invalid>,
 }
 
 pub(crate) fn sqlite(path: &Path) -> impl Fn(rusqlite::Error) -> BackupError + '_ {
@@ -148,6 +152,7 @@ pub(crate) fn summary(path: &Path, heads: Vec<verify::DeviceHead>) -> Result<Sum
         records: count("records")?,
         bytes: std::fs::metadata(path).map_err(io("stat", path))?.len(),
         heads,
+        unverified: Vec::new(),
     })
 }
 

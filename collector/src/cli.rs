@@ -241,7 +241,14 @@ pub fn main() -> ExitCode {
                         crate::pki::PkiError::Invalid(_) | crate::pki::PkiError::Bad { .. }
                     )
                 });
-            ExitCode::from(if usage { EXIT_USAGE } else { 1 })
+            let partial = e.downcast_ref::<backup::PartialRestore>().is_some();
+            ExitCode::from(if usage {
+                EXIT_USAGE
+            } else if partial {
+                2
+            } else {
+                1
+            })
         }
     }
 }

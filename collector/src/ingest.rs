@@ -14,7 +14,7 @@ pub mod row;
 
 use std::collections::HashMap;
 
-use posguard_proto::cert::JournalKeyCert;
+use posguard_proto::cert::VerifiedCert;
 use posguard_proto::chain::ChainHead;
 use posguard_proto::checkpoint::Checkpoint;
 use posguard_proto::keys::DikPublicKey;
@@ -22,7 +22,7 @@ use posguard_proto::record::Record;
 use posguard_proto::text::DeviceId;
 use posguard_proto::uplink::{UplinkAck, UplinkBatch};
 use posguard_proto::verify::{
-    ChainState, ChainVerifier, GapPolicy, Prechecked, VerifyError, VerifyReason, precheck,
+    ChainState, ChainVerifier, GapPolicy, Prechecked, VerifyError, VerifyReason, precheck_verified,
 };
 
 /// A verification failure (proto's `VerifyError` cannot be built outside proto).
@@ -94,7 +94,7 @@ struct Run<'t> {
 }
 
 /// A batch with the work that needs no store done: records decoded, hashed, their bodies
-/// decoded into row columns and their signatures verified in bulk ([`precheck`]). Made by [`prepare`]
+/// decoded into row columns and their signatures verified in bulk ([`precheck_verified`]). Made by [`prepare`]
 /// on any thread, so that the store thread only walks the chain and writes.
 #[derive(Debug)]
 pub struct Prepared {
@@ -107,18 +107,15 @@ pub struct Prepared {
 /// Prepares `batch` from `peer` for [`ingest`]. A large batch (one agent catching up sends
 /// thousands of records) is cut into one part per core, prepared in parallel.
 pub fn prepare(peer: &Peer, mut batch: UplinkBatch, cache: &CertCache) -> Prepared {
-    // The certificates' signatures are checked here, off the store thread; [`ingest`] finds
-    // them in `cache` (and reports what failed).
-    for bytes in &batch.certs {
-        let _ = cache.verified(bytes, &peer.dik, &peer.device_id);
-    }
-    let raw = std::mem::take(&mut batch.records);
-    // Unverified here: the chain walk trusts a precheck only under a key it verified itself.
-    let certs: Vec<JournalKeyCert> = batch
+    // The certificates (DIK signature, journal key) are checked here, off the store thread;
+    // [`ingest`] finds them in `cache` (and reports what failed). The precheck uses the keys
+    // checked then; the chain walk still trusts a precheck only under a key it holds itself.
+    let certs: Vec<VerifiedCert> = batch
         .certs
         .iter()
-        .filter_map(|b| JournalKeyCert::from_bytes(b).ok())
+        .filter_map(|b| cache.verified(b, &peer.dik, &peer.device_id).ok())
         .collect();
+    let raw = std::mem::take(&mut batch.records);
     let threads = cores();
     let parts: Vec<PreparedPart> = if threads < 2 || raw.len() < PARALLEL_FROM {
         vec![prepare_part(raw, &certs)]
@@ -180,7 +177,7 @@ type PreparedPart = (
 );
 
 /// Decodes `raw` up to the first undecodable record, prechecks it and builds the rows.
-fn prepare_part(raw: Vec<Vec<u8>>, certs: &[JournalKeyCert]) -> PreparedPart {
+fn prepare_part(raw: Vec<Vec<u8>>, certs: &[VerifiedCert]) -> PreparedPart {
     let mut records = Vec::with_capacity(raw.len());
     let mut undecodable = None;
     for bytes in raw {
@@ -192,7 +189,7 @@ fn prepare_part(raw: Vec<Vec<u8>>, certs: &[JournalKeyCert]) -> PreparedPart {
             }
         }
     }
-    let prepared = precheck(records, certs)
+    let prepared = precheck_verified(records, certs)
         .into_iter()
         .map(|p| {
             let columns = p.event().ok().map(row::event_columns);

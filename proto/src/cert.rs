@@ -9,6 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::chain::{self, JOURNAL_KEY_CERT_TAG};
 use crate::codec::{self, DecodeError, MAX_SIGNED_STRUCT_LEN, Writer, byte_array, encoded_bytes};
+use crate::ed25519::{Ed25519KeyError, JournalPublicKey};
 use crate::keys::{DikPublicKey, SignatureLengthError, check_der_signature_len};
 use crate::text::DeviceId;
 use crate::verify::{VerifyError, VerifyReason};
@@ -36,6 +37,13 @@ impl UnsignedJournalKeyCert {
         let mut w = Writer::with_prefix(JOURNAL_KEY_CERT_TAG);
         self.write_fields(&mut w);
         w.into_vec()
+    }
+
+    /// Checks the journal key against the signature rule (a canonical encoding of a point of
+    /// prime order, [`crate::ed25519`]): the agent calls it before asking the TPM to certify a
+    /// key, and verifiers refuse a certificate whose key fails it.
+    pub fn check_key(&self) -> Result<JournalPublicKey, Ed25519KeyError> {
+        JournalPublicKey::from_bytes(&self.journal_public_key)
     }
 
     /// Attaches the DIK's DER-encoded ECDSA signature over [`Self::signing_bytes`].
@@ -136,8 +144,18 @@ impl JournalKeyCert {
         Ok(cert)
     }
 
-    /// Checks that the certificate names `device_id` and is signed by `dik`.
+    /// Checks that the certificate names `device_id`, is signed by `dik`, and certifies a key
+    /// the signature rule accepts ([`UnsignedJournalKeyCert::check_key`]).
     pub fn verify(&self, dik: &DikPublicKey, device_id: &DeviceId) -> Result<(), VerifyError> {
+        self.check(dik, device_id).map(|_| ())
+    }
+
+    /// [`Self::verify`], returning the checked journal key.
+    pub(crate) fn check(
+        &self,
+        dik: &DikPublicKey,
+        device_id: &DeviceId,
+    ) -> Result<JournalPublicKey, VerifyError> {
         let fail = |reason| Err(VerifyError { seq: None, reason });
         if &self.fields.device_id != device_id {
             return fail(VerifyReason::WrongDevice);
@@ -148,7 +166,11 @@ impl JournalKeyCert {
         if !dik.verify(&self.signing_bytes(), &self.signature) {
             return fail(VerifyReason::BadCertSignature);
         }
-        Ok(())
+        // After the DIK's signature: a refused key the DIK did certify means the terminal's
+        // agent (or whoever drives its TPM) is not ours.
+        self.fields
+            .check_key()
+            .or_else(|e| fail(VerifyReason::BadJournalKey(e)))
     }
 }
 
@@ -162,6 +184,7 @@ impl JournalKeyCert {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedCert {
     cert: JournalKeyCert,
+    key: JournalPublicKey,
     dik: DikPublicKey,
     device_id: DeviceId,
 }
@@ -173,9 +196,10 @@ impl JournalKeyCert {
         dik: &DikPublicKey,
         device_id: &DeviceId,
     ) -> Result<VerifiedCert, VerifyError> {
-        self.verify(dik, device_id)?;
+        let key = self.check(dik, device_id)?;
         Ok(VerifiedCert {
             cert: self,
+            key,
             dik: dik.clone(),
             device_id: device_id.clone(),
         })
@@ -186,6 +210,11 @@ impl VerifiedCert {
     /// The certificate.
     pub fn cert(&self) -> &JournalKeyCert {
         &self.cert
+    }
+
+    /// The certified journal key, checked against the signature rule.
+    pub fn key(&self) -> &JournalPublicKey {
+        &self.key
     }
 
     /// Whether it was verified for `dik` and `device_id`.

@@ -100,11 +100,10 @@ impl core::fmt::Debug for DikPublicKey {
     }
 }
 
-/// Whether `signature` is a valid Ed25519 signature of `message` by `public_key`.
+/// Whether `signature` is a valid Ed25519 signature of `message` by `public_key` under
+/// posguard's one signature rule ([`crate::ed25519`]; docs/audit-format.md, "Signature rule").
 pub fn verify_ed25519(public_key: &[u8; 32], message: &[u8], signature: &[u8; 64]) -> bool {
-    UnparsedPublicKey::new(&signature::ED25519, public_key)
-        .verify(message, signature)
-        .is_ok()
+    crate::ed25519::verify_bytes(public_key, message, signature)
 }
 
 #[cfg(test)]

@@ -12,6 +12,8 @@
 //! - [`chain`]: domain tags, genesis hash, record hash and [`chain::ChainHead`].
 //! - [`keys`]: the device identity key ([`keys::DikPublicKey`], ECDSA P-256) and Ed25519
 //!   journal-key verification.
+//! - [`ed25519`]: the one Ed25519 signature rule every verifier applies (keys of prime order,
+//!   strict signature encodings, the cofactored equation), single and grouped alike.
 //! - [`local_api`]: the local API's newline-delimited JSON envelope and error codes.
 //! - [`record`]: [`record::Record`], built by the journal and decoded from stored bytes.
 //! - [`cert`]: [`cert::JournalKeyCert`], the DIK's certificate for a journal key.
@@ -40,6 +42,7 @@ pub mod cert;
 pub mod chain;
 pub mod checkpoint;
 pub mod codec;
+pub mod ed25519;
 pub mod event;
 pub mod keys;
 pub mod local_api;

@@ -2,6 +2,7 @@
 //! published here, and sign nothing real.
 
 pub(crate) mod arb;
+pub(crate) mod edge;
 
 use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _};
@@ -103,10 +104,20 @@ pub(crate) fn cert(
     boot_id: [u8; 16],
     first_seq: u64,
 ) -> JournalKeyCert {
+    cert_for_public(dik, key.public(), boot_id, first_seq)
+}
+
+/// A certificate for any 32 bytes as the journal key (the DIK signs what it is given).
+pub(crate) fn cert_for_public(
+    dik: &Dik,
+    public: [u8; 32],
+    boot_id: [u8; 16],
+    first_seq: u64,
+) -> JournalKeyCert {
     let unsigned = UnsignedJournalKeyCert {
         device_id: device(),
         boot_id,
-        journal_public_key: key.public(),
+        journal_public_key: public,
         first_seq,
         issued_wall_ms: 1_763_900_000_000,
     };

@@ -13,7 +13,12 @@ mod precheck;
 pub use chain::{ChainState, ChainVerifier, GapPolicy};
 pub use gaps::{GapRange, MAX_PENDING_GAPS};
 pub use keyring::MAX_CERTS;
-pub use precheck::{Prechecked, SignedMessage, precheck, verify_ed25519_batch};
+#[cfg(test)]
+use precheck::precheck_in_groups;
+pub use precheck::{
+    Prechecked, SignedMessage, precheck, precheck_verified, verify_ed25519_batch,
+    verify_ed25519_batch_checked,
+};
 
 use crate::cert::JournalKeyCert;
 use crate::chain::ChainHead;
@@ -107,6 +112,10 @@ pub enum VerifyReason {
     /// A certificate's contents are invalid (first_seq 0).
     #[error("invalid journal-key certificate")]
     BadCert,
+    /// A certificate certifies a journal key the signature rule refuses (not the canonical
+    /// encoding of a point of prime order).
+    #[error("journal-key certificate refused: {0}")]
+    BadJournalKey(crate::ed25519::Ed25519KeyError),
     /// A certificate's DIK signature does not verify.
     #[error("bad journal-key certificate signature")]
     BadCertSignature,

@@ -373,7 +373,7 @@ fn main() {
 
 /// What the verification alone costs on one core, for the record: decoding, hashing and
 /// checking the signatures of every record in the first devices' batches, one signature at a
-/// time (ring) and in groups ([`posguard_proto::verify::precheck`]).
+/// time (the signature rule, key checked each time) and in groups ([`posguard_proto::verify::precheck`]).
 fn ceilings(devices: &[Device]) {
     let mut records = Vec::new();
     let mut certs = Vec::new();

@@ -1,6 +1,11 @@
 //! Keys of the journal. A fresh Ed25519 journal key is made in memory at each start (zeroized on
 //! drop) and certified by the device identity key: the TPM signs once per start, not per event.
 //! Checkpoints are signed by the device identity key over (seq, head hash, TPM counter).
+//!
+//! A key is certified only if the signature rule accepts it (a canonical encoding of a point of
+//! prime order, `posguard_proto::ed25519`): a generated key always is, but the check belongs
+//! where certificates are made, so that nothing the verifiers would refuse ever gets the DIK's
+//! signature.
 
 use posguard_hal::{SecureElement, sha256};
 use posguard_proto::cert::{JournalKeyCert, UnsignedJournalKeyCert};
@@ -54,18 +59,31 @@ impl JournalKey {
         clock: &Clock,
         first_seq: u64,
     ) -> Result<JournalKeyCert, JournalError> {
-        let unsigned = UnsignedJournalKeyCert {
-            device_id: device_id.clone(),
-            boot_id: clock.boot_id(),
-            journal_public_key: self.public,
-            first_seq,
-            issued_wall_ms: Clock::wall_ms(),
-        };
-        let signature = element.sign_digest(&sha256(&unsigned.signing_bytes()))?;
-        unsigned
-            .into_cert(signature)
-            .map_err(|e| JournalError::Build(format!("journal key certificate: {e}")))
+        certify_public(self.public, element, device_id, clock, first_seq)
     }
+}
+
+/// Has the device identity key certify `public`, after checking it against the signature rule
+/// (the secure element is not asked to sign a key the verifiers would refuse).
+fn certify_public(
+    public: [u8; 32],
+    element: &dyn SecureElement,
+    device_id: &DeviceId,
+    clock: &Clock,
+    first_seq: u64,
+) -> Result<JournalKeyCert, JournalError> {
+    let unsigned = UnsignedJournalKeyCert {
+        device_id: device_id.clone(),
+        boot_id: clock.boot_id(),
+        journal_public_key: public,
+        first_seq,
+        issued_wall_ms: Clock::wall_ms(),
+    };
+    unsigned.check_key().map_err(JournalError::BadJournalKey)?;
+    let signature = element.sign_digest(&sha256(&unsigned.signing_bytes()))?;
+    unsigned
+        .into_cert(signature)
+        .map_err(|e| JournalError::Build(format!("journal key certificate: {e}")))
 }
 
 /// Increments the TPM counter and signs a checkpoint at `head`.
@@ -87,3 +105,6 @@ pub(crate) fn checkpoint(
         .into_checkpoint(signature)
         .map_err(|e| JournalError::Build(format!("checkpoint: {e}")))
 }
+
+#[cfg(test)]
+mod tests;

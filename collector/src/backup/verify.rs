@@ -4,6 +4,10 @@
 //! verified them, the stored columns against the record they came from, the checkpoints
 //! (signature, head hash, NV-counter monotonicity), and finally the device's saved verifier
 //! state against where the replay ends, so that ingest resumes at the right `next_expected`.
+//!
+//! Each device is verified on its own: one that does not verify is reported in
+//! [`Verified::unverified`] and the others still verify. Only a store-wide fault (a damaged
+//! database, rows of no known device) fails the whole store.
 
 use posguard_proto::cert::JournalKeyCert;
 use posguard_proto::chain::ChainHead;
@@ -17,8 +21,9 @@ use serde::Serialize;
 
 use crate::ingest::row::{event_columns, record_row};
 
-/// Why a store does not verify: the device, the seq where known, and the reason.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a store (or one device in it) does not verify: the device, the seq where known, and the
+/// reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
 #[error("device {device}{}: {reason}", .seq.map(|s| format!(" at seq {s}")).unwrap_or_default())]
 pub struct Invalid {
     /// The device (empty for a store-wide problem).
@@ -42,11 +47,13 @@ pub struct DeviceHead {
     pub checkpoints: u64,
 }
 
-/// What verified.
+/// What verified, and which devices did not.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
-    /// Every device, by id.
+    /// Every device that verified, by id.
     pub heads: Vec<DeviceHead>,
+    /// Every device that did not, by id, with the first thing found wrong.
+    pub unverified: Vec<Invalid>,
 }
 
 /// Either a database error or a verification failure.
@@ -99,13 +106,14 @@ pub fn verify(conn: &Connection) -> Checked<Verified> {
         })?
         .collect::<Result<Vec<_>, _>>()?;
     let mut heads = Vec::with_capacity(devices.len());
+    let mut unverified = Vec::new();
     for (id, state, highest, dik) in devices {
         match device(conn, &id, state.as_deref(), highest, dik.as_deref())? {
             Ok(h) => heads.push(h),
-            Err(e) => return Ok(Err(e)),
+            Err(e) => unverified.push(e),
         }
     }
-    Ok(Ok(Verified { heads }))
+    Ok(Ok(Verified { heads, unverified }))
 }
 
 fn device(

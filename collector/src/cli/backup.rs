@@ -15,5 +15,15 @@ pub(super) fn restore(config: &Config, from: &std::path::Path, force: bool) -> a
     let summary = crate::backup::restore(&config.store, from, force)
         .with_context(|| format!("restore of {}", from.display()))?;
     println!("{}", serde_json::to_string(&summary)?);
-    Ok(())
+    if summary.unverified.is_empty() {
+        return Ok(());
+    }
+    let devices: Vec<String> = summary.unverified.iter().map(ToString::to_string).collect();
+    Err(PartialRestore(devices.join("; ")).into())
 }
+
+/// A restore that installed the store without the devices that do not verify: exit 2, so that
+/// a script notices (the store is installed; those devices' rows are only in the backup).
+#[derive(Debug, thiserror::Error)]
+#[error("restored without devices that do not verify (their rows remain only in the backup): {0}")]
+pub struct PartialRestore(pub String);

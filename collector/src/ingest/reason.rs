@@ -23,6 +23,7 @@ pub fn classify(reason: &VerifyReason) -> (&'static str, AlertKind) {
         R::WrongDevice => ("wrong_device", A::BadSignature),
         R::BadCert => ("bad_cert", A::BadSignature),
         R::BadCertSignature => ("bad_cert_signature", A::BadSignature),
+        R::BadJournalKey(_) => ("bad_journal_key", A::BadSignature),
         R::BadCheckpointSignature => ("bad_checkpoint_signature", A::BadSignature),
         R::CheckpointMismatch => ("checkpoint_mismatch", A::Fork),
         R::CheckpointNotAtHead { .. } => ("checkpoint_not_at_head", A::ChainBroken),

@@ -6,6 +6,7 @@
 //! more.
 
 use crate::cert::{JournalKeyCert, VerifiedCert};
+use crate::ed25519::JournalPublicKey;
 use crate::keys::DikPublicKey;
 use crate::text::DeviceId;
 
@@ -17,7 +18,8 @@ pub const MAX_CERTS: usize = 65_536;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TrustedKey {
     pub(crate) key_id: [u8; 8],
-    pub(crate) public_key: [u8; 32],
+    /// Checked against the signature rule when its certificate was.
+    pub(crate) public_key: JournalPublicKey,
     pub(crate) boot_id: [u8; 16],
     pub(crate) first_seq: u64,
 }
@@ -41,26 +43,30 @@ impl KeyRing {
 
     /// Verifies `cert` and adds its key. Adding the same certificate twice is harmless.
     pub(crate) fn add(&mut self, cert: &JournalKeyCert) -> Result<(), VerifyError> {
-        cert.verify(&self.dik, &self.device_id)?;
-        self.insert(cert)
+        let key = cert.check(&self.dik, &self.device_id)?;
+        self.insert(cert, key)
     }
 
     /// Adds the key of a certificate already verified: without checking its signature again if
     /// that was for this ring's DIK and device, as [`Self::add`] otherwise.
     pub(crate) fn add_verified(&mut self, verified: &VerifiedCert) -> Result<(), VerifyError> {
         if verified.verified_for(&self.dik, &self.device_id) {
-            self.insert(verified.cert())
+            self.insert(verified.cert(), *verified.key())
         } else {
             self.add(verified.cert())
         }
     }
 
-    /// Adds the key of `cert`, which the caller has verified.
-    fn insert(&mut self, cert: &JournalKeyCert) -> Result<(), VerifyError> {
+    /// Adds the key of `cert`, which the caller has verified (`public_key` is its key).
+    fn insert(
+        &mut self,
+        cert: &JournalKeyCert,
+        public_key: JournalPublicKey,
+    ) -> Result<(), VerifyError> {
         let f = cert.fields();
         let key = TrustedKey {
             key_id: cert.journal_key_id(),
-            public_key: f.journal_public_key,
+            public_key,
             boot_id: f.boot_id,
             first_seq: f.first_seq,
         };

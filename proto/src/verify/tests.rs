@@ -4,6 +4,7 @@ use crate::testkit::{self, Fixture};
 
 pub(super) const N: u64 = 8;
 
+mod edge_cases;
 mod overflow;
 mod precheck;
 mod tampering;

@@ -25,7 +25,13 @@ fn cert_bytes(dik: &EcdsaKeyPair) -> Vec<u8> {
     let fields = UnsignedJournalKeyCert {
         device_id: device(),
         boot_id: [7; 16],
-        journal_public_key: [9; 32],
+        // A real Ed25519 key: the signature rule refuses a certificate for any 32 bytes.
+        journal_public_key: ring::signature::Ed25519KeyPair::from_seed_unchecked(&[9; 32])
+            .unwrap()
+            .public_key()
+            .as_ref()
+            .try_into()
+            .unwrap(),
         first_seq: 1,
         issued_wall_ms: 1_700_000_000_000,
     };

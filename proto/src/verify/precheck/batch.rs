@@ -13,24 +13,24 @@
 //! 128-bit scalars. The sum is the same group element, so the check accepts exactly what the
 //! per-signature form accepts for the same `z_i`.
 //!
-//! The checks on the inputs mirror ed25519-dalek 2.2's `verify_batch`: `s` must be canonical
-//! (below l; no malleable `s + l`), `R` must decompress, and the result is compared with the
-//! identity without multiplying by the cofactor. One check is added: `R` must be canonically
-//! encoded, because single verification (ring, and ed25519-dalek's `verify`) compares the
-//! recomputed `R` byte for byte and so refuses the few non-canonical encodings of a point;
-//! without it a batch would accept signatures that one-by-one verification refuses.
-//!
-//! One difference from single verification remains, as in every cofactorless batch verifier: a
-//! signature whose error is a small-order point (a torsion component put into `R` or `A`) can
-//! pass when its `z_i` happens to kill that component. Only the holder of the signing key can
-//! make such a signature, and it gains nothing it could not get by signing honestly.
+//! The inputs are checked and the sum is tested exactly as one-by-one verification does it, by
+//! the same functions ([`crate::ed25519`]: keys of prime order, `S < ℓ`, `R` canonical and not
+//! of small order, and the cofactored equation): the sum is multiplied by 8 before the identity
+//! test. Each term `[S_i]B − R_i − [k_i]A_i` is then a torsion point exactly when signature `i`
+//! satisfies the rule, and the factor 8 removes torsion points whatever the `z_i`, so the group
+//! passes exactly when every signature would pass alone (up to a 2^-128 chance over the `z_i`).
+//! Without the factor 8, a signature whose error is a small-order point passed whenever its
+//! `z_i` was a multiple of that point's order (1 chance in 2 to 8, retried offline by the key's
+//! holder), and the collector stored records that one-by-one verification then refused. The
+//! key terms folded per key are the same group element as one term per signature, so folding
+//! changes nothing to that.
 
-use curve25519_dalek::constants::ED25519_BASEPOINT_POINT;
-use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
+use curve25519_dalek::edwards::EdwardsPoint;
 use curve25519_dalek::scalar::Scalar;
-use curve25519_dalek::traits::{IsIdentity, VartimeMultiscalarMul};
-use ed25519_dalek::{Signature, VerifyingKey};
+use curve25519_dalek::traits::VartimeMultiscalarMul;
 use ring::digest;
+
+use crate::ed25519::{self, JournalPublicKey};
 
 /// Domain separation for the derivation of the `z_i`.
 const Z_TAG: &[u8] = b"posguard/ed25519-batch-z/v1";
@@ -46,22 +46,31 @@ pub struct SignedMessage<'a> {
     pub signature: &'a [u8; 64],
 }
 
-/// Verifies every signature of `batch` at once, each under `keys[key]`: true only if all are
-/// valid (up to the small-order caveat in the module documentation). False as well if a key
-/// is not a valid point or an index is out of range. An empty batch is valid.
+/// Verifies every signature of `batch` at once, each under `keys[key]`: true exactly when every
+/// one satisfies the signature rule on its own (up to a 2^-128 chance). False as well if a key
+/// does not satisfy the rule or an index is out of range. An empty batch is valid.
 ///
 /// Cheapest when many signatures share a key: the work per signature is a hash, a point
 /// decompression and one point with a 128-bit scalar in the multiscalar multiplication.
 pub fn verify_ed25519_batch(keys: &[[u8; 32]], batch: &[SignedMessage<'_>]) -> bool {
-    let parsed: Option<Vec<VerifyingKey>> = keys
+    let parsed: Option<Vec<JournalPublicKey>> = keys
         .iter()
-        .map(|k| VerifyingKey::from_bytes(k).ok())
+        .map(|k| JournalPublicKey::from_bytes(k).ok())
         .collect();
     parsed.is_some_and(|keys| verify_batch(&keys, batch))
 }
 
+/// [`verify_ed25519_batch`] with keys already checked against the signature rule, as the
+/// collector's precheck has them (checking a key costs a scalar multiplication).
+pub fn verify_ed25519_batch_checked(
+    keys: &[JournalPublicKey],
+    batch: &[SignedMessage<'_>],
+) -> bool {
+    verify_batch(keys, batch)
+}
+
 /// [`verify_ed25519_batch`] with the keys already parsed.
-pub(crate) fn verify_batch(keys: &[VerifyingKey], batch: &[SignedMessage<'_>]) -> bool {
+pub(crate) fn verify_batch(keys: &[JournalPublicKey], batch: &[SignedMessage<'_>]) -> bool {
     if batch.is_empty() {
         return true;
     }
@@ -76,28 +85,15 @@ pub(crate) fn verify_batch(keys: &[VerifyingKey], batch: &[SignedMessage<'_>]) -
         let Some(key) = keys.get(item.key) else {
             return false;
         };
-        let sig = Signature::from_bytes(item.signature);
-        let Some(s) = Option::<Scalar>::from(Scalar::from_canonical_bytes(*sig.s_bytes())) else {
+        let Some(parts) = ed25519::parse_signature(item.signature) else {
             return false;
         };
-        if !is_canonical_encoding(sig.r_bytes()) {
-            return false;
-        }
-        let Some(r) = CompressedEdwardsY(*sig.r_bytes()).decompress() else {
-            return false;
-        };
-        let mut h = digest::Context::new(&digest::SHA512);
-        h.update(sig.r_bytes());
-        h.update(key.as_bytes());
-        h.update(item.message);
-        let hram = h.finish();
-        let Ok(wide) = <[u8; 64]>::try_from(hram.as_ref()) else {
-            return false; // SHA-512 output is 64 bytes: never taken.
-        };
+        let (r_bytes, s_bytes) = ed25519::split(item.signature);
+        let wide = ed25519::challenge_hash(&r_bytes, key.as_bytes(), item.message);
         seed.update(&wide);
-        seed.update(sig.s_bytes());
-        rs.push(r);
-        ss.push(s);
+        seed.update(&s_bytes);
+        rs.push(parts.r);
+        ss.push(parts.s);
         ks.push(Scalar::from_bytes_mod_order_wide(&wide));
     }
     let zs = derive_zs(seed.finish().as_ref(), batch.len());
@@ -116,13 +112,13 @@ pub(crate) fn verify_batch(keys: &[VerifyingKey], batch: &[SignedMessage<'_>]) -
         Vec::with_capacity(batch.len().saturating_add(keys.len()).saturating_add(1));
     let mut points: Vec<EdwardsPoint> = Vec::with_capacity(scalars.capacity());
     scalars.push(-b_coefficient);
-    points.push(ED25519_BASEPOINT_POINT);
+    points.push(ed25519::BASE);
     scalars.extend(zs);
     points.extend(rs);
     for (a, key) in a_coefficients.iter().zip(keys) {
         if let Some(a) = a {
             scalars.push(*a);
-            points.push(key.to_edwards());
+            points.push(*key.point());
         }
     }
     if scalars.len() != points.len() {
@@ -130,8 +126,8 @@ pub(crate) fn verify_batch(keys: &[VerifyingKey], batch: &[SignedMessage<'_>]) -
         // pushed with each point, |zs| = |rs| = batch length), so this is never taken.
         return false;
     }
-    // Cofactorless, as ed25519-dalek's batch check and as single verification.
-    EdwardsPoint::vartime_multiscalar_mul(&scalars, &points).is_identity()
+    // The rule's equation, as one-by-one verification tests it: cofactored.
+    ed25519::holds(&EdwardsPoint::vartime_multiscalar_mul(&scalars, &points))
 }
 
 /// The batch's `z_i`: 128-bit scalars from SHA-512 in counter mode over `seed`.
@@ -142,8 +138,9 @@ pub(crate) fn verify_batch(keys: &[VerifyingKey], batch: &[SignedMessage<'_>]) -
 /// from the whole batch: `seed` hashes every `H(R || A || M)` (so every R, A and message) and
 /// every `s`. Changing any signature to steer the `z_i` changes all of them unpredictably, so
 /// a forger is left guessing 128-bit values, as with fresh random ones: being deterministic
-/// only lets them retry offline, one whole batch per ~2^-128 chance. (The small-order caveat in
-/// the module documentation is the exception: there the chance per try is 1/8 or more.)
+/// only lets them retry offline, one whole batch per ~2^-128 chance. (That holds because the
+/// sum is multiplied by the cofactor: a cofactorless test left small-order errors to cancel
+/// with a chance of 1/8 or more per try.)
 fn derive_zs(seed: &[u8], n: usize) -> Vec<Scalar> {
     let mut zs = Vec::with_capacity(n);
     let mut block: u64 = 0;
@@ -164,18 +161,6 @@ fn derive_zs(seed: &[u8], n: usize) -> Vec<Scalar> {
         block = block.wrapping_add(1);
     }
     zs
-}
-
-/// Whether `bytes` is the canonical encoding of whatever point it decodes to: y below
-/// p = 2^255 - 19, and no sign bit on x = 0 (y = ±1). Single verification re-encodes R and
-/// compares bytes, so it refuses every other encoding; decompression alone accepts them.
-fn is_canonical_encoding(bytes: &[u8; 32]) -> bool {
-    let [low, middle @ .., top] = bytes;
-    let y_at_least_p = *top & 0x7f == 0x7f && middle.iter().all(|&b| b == 0xff) && *low >= 0xed;
-    let sign = *top & 0x80 != 0;
-    let y_is_one = *low == 1 && middle.iter().all(|&b| b == 0) && *top & 0x7f == 0;
-    let y_is_minus_one = *low == 0xec && middle.iter().all(|&b| b == 0xff) && *top & 0x7f == 0x7f;
-    !y_at_least_p && !(sign && (y_is_one || y_is_minus_one))
 }
 
 #[cfg(test)]

@@ -117,3 +117,35 @@ proptest! {
         prop_assert_eq!(bulk.1.seq, plain.1.seq);
     }
 }
+
+#[test]
+fn precheck_with_verified_certificates_marks_what_precheck_marks() {
+    let f = testkit::fixture(40);
+    let verified: Vec<_> = f
+        .certs
+        .iter()
+        .map(|c| {
+            c.clone()
+                .into_verified(&f.dik.public(), &testkit::device())
+                .unwrap()
+        })
+        .collect();
+    let marks = |pre: Vec<Prechecked>| -> Vec<bool> {
+        pre.iter().map(|p| p.signed_by().is_some()).collect()
+    };
+    let mut records = f.records.clone();
+    assert!(
+        marks(precheck_verified(records.clone(), &verified))
+            .iter()
+            .all(|&m| m)
+    );
+    // A bad signature at 17: both stop marking there.
+    let mut bytes = records[17].as_bytes().to_vec();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1; // the signature is the last field
+    records[17] = Record::from_bytes(&bytes).unwrap();
+    let a = marks(precheck(records.clone(), &f.certs));
+    let b = marks(precheck_verified(records, &verified));
+    assert_eq!(a, b);
+    assert_eq!(a.iter().filter(|&&m| m).count(), 17);
+}
