@@ -71,7 +71,8 @@ pub async fn serve(listener: UnixListener, ctx: Ctx, shutdown: CancellationToken
                         None,
                         ApiError::new(
                             ErrorCode::Busy,
-                            "the agent is at its connection limit; retry",
+                            "the agent is at its connection limit ([api] max_connections); \
+                             retry in a moment",
                         ),
                     );
                     let mut line = serde_json::to_vec(&busy).unwrap_or_default();
