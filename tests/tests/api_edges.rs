@@ -145,21 +145,8 @@ fn the_client_reads_forbidden_even_when_its_write_fails() {
 fn posguardctl_shows_busy_at_the_connection_cap_and_what_to_do() {
     let t = terminal("max_connections = 2\nidle_timeout_secs = 120\n");
     let agent = AgentProcess::start(&t.config, &t.socket);
-    // Hold both slots: each holder is served once, so it surely owns its slot.
-    let holders: Vec<_> = (0..2)
-        .map(|_| {
-            let s = UnixStream::connect(&t.socket).unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-            let mut w = s.try_clone().unwrap();
-            let mut r = BufReader::new(s);
-            w.write_all(b"{\"v\":1,\"id\":1,\"method\":\"status\"}\n")
-                .unwrap();
-            let mut answer = String::new();
-            r.read_line(&mut answer).unwrap();
-            assert!(answer.contains("\"ok\":true"), "{answer}");
-            (r, w)
-        })
-        .collect();
+    // Hold both slots.
+    let holders: Vec<_> = (0..2).map(|_| held_connection(&t.socket)).collect();
     for stderr in ctl_refusals(&t.socket, 25) {
         assert!(!stderr.contains("Broken pipe"), "{stderr}");
         assert!(stderr.contains("busy"), "{stderr}");
@@ -169,6 +156,59 @@ fn posguardctl_shows_busy_at_the_connection_cap_and_what_to_do() {
     assert!(e.to_string().starts_with("busy: "), "{e}");
     assert!(e.hint().unwrap().contains("retry"), "{e:?}");
     drop(holders);
+    assert!(agent.stop().success());
+}
+
+/// Connects and is served once, so that the connection surely holds its slot.
+fn held_connection(socket: &Path) -> (BufReader<UnixStream>, UnixStream) {
+    let s = UnixStream::connect(socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::new(s);
+    w.write_all(b"{\"v\":1,\"id\":1,\"method\":\"status\"}\n")
+        .unwrap();
+    let mut answer = String::new();
+    r.read_line(&mut answer).unwrap();
+    assert!(answer.contains("\"ok\":true"), "{answer}");
+    (r, w)
+}
+
+#[test]
+fn one_process_cannot_take_every_connection_from_the_till() {
+    let t = terminal(
+        "max_connections = 10\nmax_connections_per_process = 4\nidle_timeout_secs = 120\n",
+    );
+    let agent = AgentProcess::start(&t.config, &t.socket);
+    let held: Vec<_> = (0..4).map(|_| held_connection(&t.socket)).collect();
+    // A fifth from this process is shed with its own reason …
+    let answer = raw_call(&t.socket, r#"{"v":1,"id":1,"method":"status"}"#);
+    assert!(
+        answer.contains("\"busy\"") && answer.contains("max_connections_per_process"),
+        "{answer}"
+    );
+    // … while another process (posguardctl) is served.
+    let out = command("posguardctl")
+        .arg("--socket")
+        .arg(&t.socket)
+        .arg("status")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A slot given back is this process's again.
+    drop(held);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let answer = raw_call(&t.socket, r#"{"v":1,"id":1,"method":"status"}"#);
+        if answer.contains("\"ok\":true") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{answer}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(agent.stop().success());
 }
 

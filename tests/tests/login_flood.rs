@@ -130,7 +130,7 @@ fn a_login_flood_keeps_rss_bounded_and_a_real_clerk_gets_in() {
         &config,
         format!(
             "[device]\nid = \"term-flood\"\n[secure_element]\ntcti = \"{}\"\n[journal]\ndir = \"{}\"\n\
-             [storage]\ndir = \"{}\"\n[api]\nsocket = \"{}\"\nmax_connections = 300\n\
+             [storage]\ndir = \"{}\"\n[api]\nsocket = \"{}\"\nmax_connections = 300\nmax_connections_per_process = 300\n\
              [auth.throttle]\nbudget_failures = 1000\nbudget_window_secs = 1\n",
             tpm.tcti(),
             dir.path().join("journal").display(),
