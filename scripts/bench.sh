@@ -6,6 +6,7 @@
 #   ./scripts/bench.sh ingest     collector ingest from 1,000 simulated devices
 #   ./scripts/bench.sh uplink     end-to-end agent → collector shipping
 #   ./scripts/bench.sh agent_memory   the agent daemon's memory with a full journal
+#   ./scripts/bench.sh login_flood    a clerk's login while 64 clients flood wrong passwords
 #   ./scripts/bench.sh hal|journal|auth|cache
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,16 +25,16 @@ run() {
   cargo bench --locked -p "$2" --bench "$1"
 }
 case "$which" in
-  ingest | uplink | agent_memory) run "$which" posguard-e2e ;;
+  ingest | uplink | agent_memory | login_flood) run "$which" posguard-e2e ;;
   hal) run hal posguard-hal ;;
   journal | auth | cache) run "$which" posguard-agent ;;
   all)
     run hal posguard-hal
     for b in journal auth cache; do run "$b" posguard-agent; done
-    for b in uplink ingest agent_memory; do run "$b" posguard-e2e; done
+    for b in uplink ingest agent_memory login_flood; do run "$b" posguard-e2e; done
     ;;
   *)
-    echo "usage: $0 [all|ingest|uplink|agent_memory|hal|journal|auth|cache]" >&2
+    echo "usage: $0 [all|ingest|uplink|agent_memory|login_flood|hal|journal|auth|cache]" >&2
     exit 64
     ;;
 esac

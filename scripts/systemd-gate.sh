@@ -75,6 +75,20 @@ for unit in "${units[@]}"; do
   fi
 done
 
+section "memory backstop of the agent"
+# docs/local-api.md documents RSS at most 64 MiB; the unit's MemoryHigh=/MemoryMax= must sit
+# above that bound (a healthy agent is never throttled) and in that order.
+mib() { sed -n "s/^$1=\([0-9][0-9]*\)M\$/\1/p" systemd/posguard-agent.service; }
+high=$(mib MemoryHigh)
+max=$(mib MemoryMax)
+if [ -z "$high" ] || [ -z "$max" ]; then
+  fail "posguard-agent.service needs MemoryHigh= and MemoryMax= in M"
+elif [ "$high" -lt 64 ] || [ "$max" -le "$high" ]; then
+  fail "posguard-agent.service: need 64 <= MemoryHigh ($high M) < MemoryMax ($max M)"
+else
+  echo "ok: MemoryHigh=${high}M MemoryMax=${max}M above the 64 MiB bound"
+fi
+
 section "sysusers.d and tmpfiles.d"
 if ! out=$(systemd-sysusers --root="$root" 2>&1); then
   printf '%s\n' "$out" >&2

@@ -101,7 +101,7 @@ fn main() {
     let socket: PathBuf = dir.path().join("agent.sock");
     let config = AgentConfig::parse(
         &format!(
-            "[device]\nid = \"bench\"\n[secure_element]\ntcti = \"{}\"\n[journal]\ndir = \"{}\"\n[storage]\ndir = \"{}\"\n[api]\nsocket = \"{}\"\nmax_connections = 128\n",
+            "[device]\nid = \"bench\"\n[secure_element]\ntcti = \"{}\"\n[journal]\ndir = \"{}\"\n[storage]\ndir = \"{}\"\n[api]\nsocket = \"{}\"\nmax_connections = 128\nmax_connections_per_process = 128\n",
             tpm.tcti(),
             dir.path().join("journal").display(),
             dir.path().join("state").display(),

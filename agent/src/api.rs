@@ -8,6 +8,7 @@
 //! - `methods`: dispatch, `status` and `audit.record`.
 //! - `auth_methods`: logins, sessions and clerk administration.
 //! - `cache_methods`: the encrypted transaction cache.
+//! - `params`: decoding a method's parameters (objects only, unknown fields refused).
 //! - [`client`]: a small Rust client, used by `posguardctl`.
 
 mod auth_methods;
@@ -16,6 +17,7 @@ pub mod client;
 mod conn;
 mod listener;
 mod methods;
+mod params;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -29,6 +31,14 @@ use crate::clock::Clock;
 use crate::config::ApiConfig;
 use crate::journal::Journal;
 pub use listener::{bind, serve};
+
+/// Every method of the local API (docs/local-api.md), for documentation checks and tests.
+pub fn methods() -> Vec<&'static str> {
+    let mut all = vec!["status", "audit.record"];
+    all.extend_from_slice(auth_methods::METHODS);
+    all.extend_from_slice(cache_methods::METHODS);
+    all
+}
 
 /// What request handlers share.
 #[derive(Debug)]

@@ -24,7 +24,8 @@ pub mod totp;
 mod proptests;
 
 pub use config::{
-    AuthConfig, AuthConfigError, HashParams, SecretRules, SessionPolicy, ThrottlePolicy,
+    AuthConfig, AuthConfigError, HashParams, HashingLimits, SecretRules, SessionPolicy,
+    ThrottlePolicy,
 };
 pub use decide::{
     AuthFact, ClerkRecord, DenyReason, LoginAttempt, LoginDecision, LoginOutcome, OverrideRefusal,

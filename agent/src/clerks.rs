@@ -5,9 +5,13 @@
 //! - `store`: clerks, throttle states, the terminal budget and lockdown, durable in sled.
 //! - `login`: `login`, `verify_mfa`, `elevate` (supervisor override).
 //! - `admin`: enrolment, removal, disabling, lockout reset, lockdown, TOTP rotation.
+//! - `hasher`: every Argon2id hash and check, on a bounded set of worker threads behind a
+//!   bounded queue served fairly per client process (`fair_queue`).
 //! - this file: the service, sessions, and the audit helpers.
 
 mod admin;
+mod fair_queue;
+mod hasher;
 mod login;
 mod store;
 
@@ -60,6 +64,8 @@ pub struct Clerks {
     /// A valid Argon2id hash of nothing anyone knows: unknown clerks are checked against it so
     /// that their answer takes as long as a known clerk's.
     decoy_phc: String,
+    /// Bounded Argon2id work: the agent's memory does not grow with concurrent logins.
+    hasher: hasher::Hasher,
 }
 
 /// An authenticated request's session.
@@ -115,6 +121,7 @@ impl Clerks {
             rng: SystemRandom::new(),
             live: Mutex::new(Live::default()),
             decoy_phc,
+            hasher: hasher::Hasher::start(config.hashing).map_err(StoreError::Workers)?,
         })
     }
 

@@ -29,6 +29,10 @@ pub struct ApiConfig {
     pub allowed_uids: Vec<u32>,
     /// Connections served at once; more are answered `busy` and closed.
     pub max_connections: usize,
+    /// Connections one client process (uid and pid) may hold at once, so that one process
+    /// cannot take every slot from the others (the till's own login). Above `max_connections`
+    /// it changes nothing.
+    pub max_connections_per_process: usize,
     /// A connection idle (or stalled mid-line) this long is closed.
     pub idle_timeout_secs: u64,
 }
@@ -40,6 +44,7 @@ impl Default for ApiConfig {
             socket_mode: 0o660,
             allowed_uids: vec![0],
             max_connections: 64,
+            max_connections_per_process: 32,
             idle_timeout_secs: 30,
         }
     }
@@ -147,8 +152,12 @@ impl AgentConfig {
         if let Some(uplink) = &self.uplink {
             uplink.validate()?;
         }
-        if self.api.max_connections == 0 {
-            return Err("api.max_connections: must be at least 1".to_owned());
+        // Each connection may buffer a 64 KiB line: the cap bounds that memory.
+        if !(1..=1024).contains(&self.api.max_connections) {
+            return Err("api.max_connections: must be 1 to 1024".to_owned());
+        }
+        if self.api.max_connections_per_process == 0 {
+            return Err("api.max_connections_per_process: must be at least 1".to_owned());
         }
         if self.api.idle_timeout_secs == 0 {
             return Err("api.idle_timeout_secs: must be at least 1".to_owned());
@@ -208,7 +217,24 @@ mod tests {
         let c = AgentConfig::parse("[device]\nid = \"term-1\"\n", "agent.toml").unwrap();
         assert_eq!(c.secure_element.tcti, "device:/dev/tpmrm0");
         assert_eq!(c.api.max_connections, 64);
+        assert_eq!(c.api.max_connections_per_process, 32);
         assert_eq!(c.journal.max_bytes, 64 * 1024 * 1024);
+    }
+
+    #[test]
+    fn connection_limits_are_bounded() {
+        let dev = "[device]\nid = \"t\"\n[api]\n";
+        for (api, key) in [
+            ("max_connections = 0\n", "api.max_connections"),
+            ("max_connections = 100000\n", "api.max_connections"),
+            (
+                "max_connections_per_process = 0\n",
+                "api.max_connections_per_process",
+            ),
+        ] {
+            let err = AgentConfig::parse(&format!("{dev}{api}"), "a.toml").unwrap_err();
+            assert!(err.to_string().contains(key), "{err}");
+        }
     }
 
     #[test]

@@ -148,22 +148,84 @@ impl Response {
     }
 }
 
+/// Longest piece of a request (a method or field name) that an error message names back.
+pub const MAX_ECHO: usize = 32;
+
+/// Longest error message built from a decoder's report of a request.
+const MAX_DETAIL: usize = 200;
+
+/// Whether `text` from a request may be named back in an error message: at most [`MAX_ECHO`]
+/// bytes of `[A-Za-z0-9_.-]` with at most 4 digits, so that it cannot carry a card number, a
+/// PIN or a flood of bytes back to the client's screen or logs.
+pub fn echoable(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= MAX_ECHO
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && text.bytes().filter(u8::is_ascii_digit).count() <= 4
+}
+
+/// A decoder's message (serde: ``unknown field `x` ``, `invalid type: string "…"`) made safe
+/// to send back: every quoted part (in backticks or double quotes, escapes honoured) that is not
+/// [`echoable`] is replaced by `…`, and the whole is cut to 200 bytes. The quoted parts are
+/// where serde puts what came from the request.
+pub fn safe_detail(message: &str) -> String {
+    let mut out = String::new();
+    let mut chars = message.chars();
+    while let Some(c) = chars.next() {
+        if out.len() >= MAX_DETAIL {
+            out.push('…');
+            break;
+        }
+        if c != '`' && c != '"' {
+            out.push(c);
+            continue;
+        }
+        let mut quoted = String::new();
+        let mut escaped = false;
+        for q in chars.by_ref() {
+            if escaped {
+                escaped = false;
+            } else if q == '\\' && c == '"' {
+                escaped = true;
+                continue;
+            } else if q == c {
+                break;
+            }
+            // Bounded: a part longer than MAX_ECHO is withheld whatever follows.
+            if quoted.len() <= MAX_ECHO {
+                quoted.push(q);
+            }
+        }
+        out.push(c);
+        out.push_str(if echoable(&quoted) { &quoted } else { "…" });
+        out.push(c);
+    }
+    out
+}
+
 /// Parses one request line (without its newline). The error response carries the id when the
 /// line got far enough to have one.
 pub fn parse_request(line: &[u8]) -> Result<Request, Response> {
     let value: serde_json::Value = serde_json::from_slice(line).map_err(|e| {
         Response::err(
             None,
-            ApiError::new(ErrorCode::BadJson, format!("not JSON: {e}")),
+            ApiError::new(ErrorCode::BadJson, safe_detail(&format!("not JSON: {e}"))),
         )
     })?;
+    // Echoed only when it is an id this API accepts (a string of at most 64 bytes).
     let id = value
         .get("id")
-        .and_then(|v| serde_json::from_value::<RequestId>(v.clone()).ok());
+        .and_then(|v| serde_json::from_value::<RequestId>(v.clone()).ok())
+        .filter(|id| !matches!(id, RequestId::Text(t) if t.len() > 64));
     let request: Request = serde_json::from_value(value).map_err(|e| {
         Response::err(
             id.clone(),
-            ApiError::new(ErrorCode::BadJson, format!("not a request object: {e}")),
+            ApiError::new(
+                ErrorCode::BadJson,
+                safe_detail(&format!("not a request object: {e}")),
+            ),
         )
     })?;
     if let RequestId::Text(t) = &request.id
@@ -208,6 +270,39 @@ mod tests {
         assert_eq!(e.id, Some(RequestId::Number(3)));
         let e = parse_request(br#"{"v":1,"id":3,"method":"x","extra":1}"#).unwrap_err();
         assert_eq!(e.error.unwrap().code, ErrorCode::BadJson);
+    }
+
+    #[test]
+    fn details_name_plain_words_and_withhold_the_rest() {
+        assert!(echoable("no_such_field") && echoable("cache.rotate_key"));
+        assert!(!echoable("4111111111111111") && !echoable("a b") && !echoable(""));
+        assert!(!echoable(&"m".repeat(MAX_ECHO + 1)));
+        assert_eq!(
+            safe_detail("unknown field `extra`, expected `token`"),
+            "unknown field `extra`, expected `token`"
+        );
+        assert_eq!(
+            safe_detail(r#"invalid type: string "4111 1111 \"1111\" 1111", expected u64"#),
+            r#"invalid type: string "…", expected u64"#
+        );
+        assert_eq!(
+            safe_detail("invalid type: integer `4111111111111111`, expected a string"),
+            "invalid type: integer `…`, expected a string"
+        );
+        let long = format!("unknown variant `{}`", "x".repeat(10_000));
+        assert_eq!(safe_detail(&long), "unknown variant `…`");
+        assert!(safe_detail(&"y".repeat(10_000)).len() < MAX_DETAIL + 8);
+        // An unterminated quote withholds the rest.
+        assert_eq!(safe_detail("bad `4111111111111111"), "bad `…`");
+    }
+
+    #[test]
+    fn oversized_ids_are_not_echoed() {
+        let long = "i".repeat(65);
+        let line = format!(r#"{{"v":1,"id":"{long}","method":5}}"#);
+        let e = parse_request(line.as_bytes()).unwrap_err();
+        assert_eq!(e.id, None);
+        assert!(!e.error.unwrap().message.contains("iiii"));
     }
 
     proptest::proptest! {

@@ -21,15 +21,23 @@ pub fn call(socket: &Path, method: &str, params: Value) -> anyhow::Result<Value>
         .with_context(|| format!("connecting to the agent at {}", socket.display()))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut writer = stream.try_clone()?;
-    writer.write_all(
+    // A refused caller (uid not allowed, connection limit) gets the agent's answer and the close
+    // before the agent reads: the write may fail (EPIPE) with the answer waiting to be read.
+    let written = writer.write_all(
         format!(
             "{}\n",
             json!({"v": 1, "id": 1, "method": method, "params": params})
         )
         .as_bytes(),
-    )?;
+    );
     let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line)?;
+    let read = BufReader::new(stream).read_line(&mut line);
+    match (written, read) {
+        (_, Ok(n)) if n > 0 => {}
+        (Err(e), _) => return Err(e).context("sending to the agent"),
+        (Ok(()), Err(e)) => return Err(e).context("reading the agent's answer"),
+        (Ok(()), Ok(_)) => return Err(anyhow!("the agent closed the connection")),
+    }
     let response: Value = serde_json::from_str(&line).context("the agent's answer")?;
     if at(&response, "/ok") == true {
         Ok(at(&response, "/result").clone())

@@ -6,12 +6,12 @@ use posguard_proto::text::ShortCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::methods::params;
+use super::params::params;
 use super::{Ctx, Peer};
 use crate::auth::Secret;
 use crate::clerks::{ElevateRequest, Enrollment};
 
-const METHODS: &[&str] = &[
+pub(super) const METHODS: &[&str] = &[
     "login",
     "verify_mfa",
     "touch",
@@ -185,9 +185,6 @@ pub(super) async fn dispatch(
             let p: ClerkTarget = params(raw)?;
             clerks.rotate_totp(&p.token, &p.clerk, cred).await
         }
-        _ => Err(ApiError::new(
-            ErrorCode::UnknownMethod,
-            format!("no method {method:?}"),
-        )),
+        _ => Err(super::methods::unknown_method(method)),
     }
 }

@@ -12,7 +12,8 @@
 use data_encoding::BASE64;
 use posguard_proto::local_api::{ApiError, ErrorCode};
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
+
+use super::params::params;
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
@@ -24,12 +25,18 @@ type MethodResult = Result<Value, ApiError>;
 /// Most entries one `cache.list` returns.
 pub const LIST_LIMIT: usize = 1000;
 
+/// The `cache.*` methods.
+pub(super) const METHODS: &[&str] = &[
+    "cache.put",
+    "cache.get",
+    "cache.delete",
+    "cache.list",
+    "cache.rotate_key",
+];
+
 /// Whether `method` is one of these.
 pub fn handles(method: &str) -> bool {
-    matches!(
-        method,
-        "cache.put" | "cache.get" | "cache.delete" | "cache.list" | "cache.rotate_key"
-    )
+    METHODS.contains(&method)
 }
 
 /// Runs one `cache.*` request.
@@ -40,16 +47,8 @@ pub async fn dispatch(cache: &Cache, peer: &Peer, method: &str, params: Value) -
         "cache.delete" => delete(cache, peer, params).await,
         "cache.list" => list(cache, peer, params).await,
         "cache.rotate_key" => rotate_key(cache, peer, params).await,
-        other => Err(ApiError::new(
-            ErrorCode::UnknownMethod,
-            format!("no method {other:?}"),
-        )),
+        other => Err(super::methods::unknown_method(other)),
     }
-}
-
-fn params<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
-    let value = if value.is_null() { json!({}) } else { value };
-    serde_json::from_value(value).map_err(|e| ApiError::new(ErrorCode::BadParams, e.to_string()))
 }
 
 fn record_id(id: String) -> Result<RecordId, ApiError> {

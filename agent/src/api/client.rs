@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use posguard_proto::local_api::{ApiError, Response};
+use posguard_proto::local_api::{ApiError, ErrorCode, Response};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
@@ -32,6 +32,31 @@ pub enum ClientError {
     Refused(ApiError),
 }
 
+impl ClientError {
+    /// What the person at the terminal can do about it, when there is something.
+    pub fn hint(&self) -> Option<&'static str> {
+        let ClientError::Refused(error) = self else {
+            return match self {
+                ClientError::Connect { .. } => {
+                    Some("is posguard-agent running? (systemctl status posguard-agent)")
+                }
+                _ => None,
+            };
+        };
+        match error.code {
+            ErrorCode::Forbidden => Some(
+                "run this as a user on the agent's [api] allowed_uids, or add the uid there \
+                 (/etc/posguard/agent.toml) and restart the agent",
+            ),
+            ErrorCode::Busy => Some(
+                "the agent is serving as many clients or logins as it allows; wait a moment \
+                 and retry",
+            ),
+            _ => None,
+        }
+    }
+}
+
 /// One connection to the agent.
 #[derive(Debug)]
 pub struct Client {
@@ -50,13 +75,18 @@ impl Client {
                 path: path.display().to_string(),
                 source,
             })?;
+        Ok(Self::from_stream(stream))
+    }
+
+    /// A client on a connection the caller opened.
+    pub fn from_stream(stream: UnixStream) -> Self {
         let (read, writer) = stream.into_split();
-        Ok(Client {
+        Client {
             reader: BufReader::new(read),
             writer,
             next_id: 1,
             timeout: Duration::from_secs(30),
-        })
+        }
     }
 
     /// Calls `method` with `params`; the result on success.
@@ -67,15 +97,30 @@ impl Client {
             serde_json::to_vec(&json!({"v": 1, "id": id, "method": method, "params": params}))
                 .map_err(|e| ClientError::Protocol(e.to_string()))?;
         line.push(b'\n');
-        self.writer.write_all(&line).await?;
+        // A refused client (uid not allowed, connection limit) gets the agent's answer and the
+        // close before the agent reads anything: the write may then fail (EPIPE) while the
+        // answer waits to be read. The answer, if any, says more than the write error.
+        let written = self.writer.write_all(&line).await;
+        // After a failed write only an answer already sent is worth waiting for.
+        let wait = if written.is_ok() {
+            self.timeout
+        } else {
+            Duration::from_secs(1)
+        };
         let mut answer = String::new();
-        let n = tokio::time::timeout(self.timeout, self.reader.read_line(&mut answer))
-            .await
-            .map_err(|_| ClientError::Protocol("no answer within 30 s".to_owned()))??;
-        if n == 0 {
-            return Err(ClientError::Protocol(
-                "the agent closed the connection".to_owned(),
-            ));
+        let read = tokio::time::timeout(wait, self.reader.read_line(&mut answer)).await;
+        match (written, read) {
+            (_, Ok(Ok(n))) if n > 0 => {}
+            (Err(e), _) => return Err(ClientError::Io(e)),
+            (Ok(()), Err(_)) => {
+                return Err(ClientError::Protocol("no answer within 30 s".to_owned()));
+            }
+            (Ok(()), Ok(Err(e))) => return Err(ClientError::Io(e)),
+            (Ok(()), Ok(Ok(_))) => {
+                return Err(ClientError::Protocol(
+                    "the agent closed the connection".to_owned(),
+                ));
+            }
         }
         let response: Response =
             serde_json::from_str(&answer).map_err(|e| ClientError::Protocol(e.to_string()))?;

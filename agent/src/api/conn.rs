@@ -86,7 +86,11 @@ pub(super) async fn handle(stream: UnixStream, ctx: Ctx, shutdown: CancellationT
                 None,
                 ApiError::new(
                     ErrorCode::Forbidden,
-                    format!("uid {} may not use this API", cred.uid),
+                    format!(
+                        "uid {} may not use this API; add it to [api] allowed_uids in the \
+                         agent's configuration and restart the agent, or call as an allowed user",
+                        cred.uid
+                    ),
                 ),
             ),
         )

@@ -8,17 +8,23 @@ use posguard_proto::event::{
 use posguard_proto::local_api::{ApiError, ErrorCode, Request, Response};
 use posguard_proto::text::{Currency, SafeText, ShortCode, TextError};
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+use super::params::{NoParams, params};
 use super::{Ctx, Peer, auth_methods, cache_methods};
 use crate::journal::JournalError;
 
 type MethodResult = Result<Value, ApiError>;
 
-pub(super) fn params<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
-    let value = if value.is_null() { json!({}) } else { value };
-    serde_json::from_value(value).map_err(|e| ApiError::new(ErrorCode::BadParams, e.to_string()))
+/// `unknown_method`, naming the method back only when it is a plain short word: a 10,000-byte
+/// name or a card number typed into the wrong field is not echoed.
+pub(super) fn unknown_method(method: &str) -> ApiError {
+    let message = if posguard_proto::local_api::echoable(method) {
+        format!("no method `{method}`; docs/local-api.md lists the methods")
+    } else {
+        "no such method; docs/local-api.md lists the methods".to_owned()
+    };
+    ApiError::new(ErrorCode::UnknownMethod, message)
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
@@ -46,7 +52,10 @@ fn journal_error(e: JournalError) -> ApiError {
 pub(super) async fn dispatch(ctx: &Ctx, peer: &Peer, request: Request) -> Response {
     let id = Some(request.id.clone());
     let result = match request.method.as_str() {
-        "status" => status(ctx).await,
+        "status" => match params::<NoParams>(request.params) {
+            Ok(NoParams {}) => status(ctx).await,
+            Err(e) => Err(e),
+        },
         "audit.record" => audit_record(ctx, peer, request.params).await,
         method if auth_methods::handles(method) => {
             auth_methods::dispatch(ctx, peer, method, request.params).await
@@ -55,10 +64,7 @@ pub(super) async fn dispatch(ctx: &Ctx, peer: &Peer, request: Request) -> Respon
         method if cache_methods::handles(method) => {
             cache_methods::dispatch(&ctx.cache, peer, method, request.params).await
         }
-        other => Err(ApiError::new(
-            ErrorCode::UnknownMethod,
-            format!("no method {other:?}"),
-        )),
+        other => Err(unknown_method(other)),
     };
     match result {
         Ok(value) => Response::ok(id, value),
@@ -162,9 +168,17 @@ async fn audit_record(ctx: &Ctx, peer: &Peer, raw: Value) -> MethodResult {
     Ok(json!({ "seq": seq }))
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RotateKeyParams {
+    token: Option<String>,
+}
+
 /// `cache.rotate_key` needs an Admin or SuperAdmin session (cache administration).
 async fn rotate_key(ctx: &Ctx, peer: &Peer, raw: Value) -> MethodResult {
-    let token = raw.get("token").and_then(Value::as_str).ok_or_else(|| {
+    // The shape first, so that a misspelt field is `bad_params`, not `unauthenticated`.
+    let p: RotateKeyParams = params(raw.clone())?;
+    let token = p.token.as_deref().ok_or_else(|| {
         ApiError::new(
             ErrorCode::Unauthenticated,
             "log in as an admin to rotate the data key",

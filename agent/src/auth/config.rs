@@ -287,6 +287,40 @@ impl SessionPolicy {
     }
 }
 
+/// `[auth.hashing]`: how much Argon2id work runs at once. Each check holds `auth.argon2.m_kib`
+/// of memory (19 MiB by default), so these two numbers bound the agent's memory under a login
+/// flood (docs/local-api.md, "Password hashing").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HashingLimits {
+    /// Secrets hashed or checked at once (threads, each with its own Argon2 memory).
+    pub workers: usize,
+    /// Checks waiting for a worker; beyond this a request is answered `busy`.
+    pub max_queued: usize,
+}
+
+impl Default for HashingLimits {
+    fn default() -> Self {
+        HashingLimits {
+            workers: 1,
+            max_queued: 32,
+        }
+    }
+}
+
+impl HashingLimits {
+    /// Refuses limits that would not bound memory or would serve nobody.
+    pub fn validate(&self) -> Result<(), AuthConfigError> {
+        if !(1..=8).contains(&self.workers) {
+            return Err(invalid("auth.hashing.workers", "must be 1 to 8"));
+        }
+        if !(1..=1024).contains(&self.max_queued) {
+            return Err(invalid("auth.hashing.max_queued", "must be 1 to 1024"));
+        }
+        Ok(())
+    }
+}
+
 /// `[auth]`: the whole clerk-authentication configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -299,6 +333,8 @@ pub struct AuthConfig {
     pub throttle: ThrottlePolicy,
     /// `[auth.session]`.
     pub session: SessionPolicy,
+    /// `[auth.hashing]`.
+    pub hashing: HashingLimits,
     /// Offset of the shop's local time from UTC, in minutes, for clerks' allowed hours.
     pub utc_offset_minutes: i32,
 }
@@ -315,6 +351,7 @@ impl AuthConfig {
         self.argon2.validate()?;
         self.secrets.validate()?;
         self.throttle.validate()?;
+        self.hashing.validate()?;
         self.session.validate()
     }
 }
@@ -359,6 +396,8 @@ mod tests {
                 "auth.secrets.admin_password_min_len",
             ),
             ("[argon2]\nm_kib = 4096\n", "auth.argon2.m_kib"),
+            ("[hashing]\nworkers = 0\n", "auth.hashing.workers"),
+            ("[hashing]\nmax_queued = 0\n", "auth.hashing.max_queued"),
         ];
         for (text, key) in cases {
             let err = parse(text).validate().unwrap_err();

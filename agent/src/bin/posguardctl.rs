@@ -82,6 +82,14 @@ enum CacheAction {
     },
 }
 
+/// The agent's refusal or the connection's failure, and what to do about it.
+fn report(e: &posguard_agent::api::client::ClientError) {
+    eprintln!("posguardctl: {e}");
+    if let Some(hint) = e.hint() {
+        eprintln!("posguardctl: {hint}");
+    }
+}
+
 fn call(socket: &std::path::Path, method: &str, params: &str) -> ExitCode {
     let params: serde_json::Value = match serde_json::from_str(params) {
         Ok(p) => p,
@@ -113,7 +121,7 @@ fn call(socket: &std::path::Path, method: &str, params: &str) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("posguardctl: {e}");
+            report(&e);
             ExitCode::FAILURE
         }
     }
@@ -183,7 +191,7 @@ fn login(socket: &std::path::Path, clerk: &str) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("posguardctl: {e}");
+            report(&e);
             ExitCode::FAILURE
         }
     }

@@ -12,7 +12,7 @@ use super::login::totp_aad;
 use super::store::{StoredClerk, StoredTotp};
 use super::{Authenticated, Clerks, internal};
 use crate::auth::roles::mfa_mandatory;
-use crate::auth::{ClerkRecord, Permission, Role, Secret, TotpSeed, check_secret, hash_secret};
+use crate::auth::{ClerkRecord, Permission, Role, Secret, TotpSeed, check_secret};
 use crate::clock::Clock;
 
 /// The parameters of `clerk.enroll`.
@@ -96,9 +96,10 @@ impl Clerks {
         let salt = self.random::<16>()?;
         let params = self.config.argon2;
         let secret = request.secret;
-        let phc = tokio::task::spawn_blocking(move || hash_secret(&secret, &salt, &params))
-            .await
-            .map_err(internal)?
+        let phc = self
+            .hasher
+            .hash((peer.uid, peer.pid), secret, salt, params)
+            .await?
             .map_err(internal)?;
         let wants_totp = request.totp || mfa_mandatory(request.role);
         let (totp, shown) = if wants_totp {

@@ -12,7 +12,7 @@ use super::store::StoredClerk;
 use super::{CHALLENGE_NS, Challenge, Clerks, internal};
 use crate::auth::{
     AuthFact, DenyReason, LoginAttempt, LoginOutcome, Role, Secret, SessionToken, TotpDecision,
-    TotpSeed, decide_login, decide_override, decide_unknown_clerk, verify_secret,
+    TotpSeed, decide_login, decide_override, decide_unknown_clerk,
 };
 use crate::clock::Clock;
 
@@ -53,10 +53,24 @@ impl Clerks {
         ClerkId::new(raw).map_err(|_| refused())
     }
 
-    async fn verify_secret_blocking(&self, secret: Secret, phc: String) -> Result<bool, ApiError> {
-        tokio::task::spawn_blocking(move || verify_secret(&secret, &phc).unwrap_or(false))
-            .await
-            .map_err(internal)
+    /// Checks a secret on the bounded Argon2id workers, in turn with the caller's process.
+    async fn check_secret_bounded(
+        &self,
+        peer: PeerCred,
+        secret: Secret,
+        phc: String,
+    ) -> Result<bool, ApiError> {
+        self.hasher.verify((peer.uid, peer.pid), secret, phc).await
+    }
+
+    /// Whether the terminal-wide failure budget blocks every login now: then no secret is worth
+    /// hashing (the answer is `throttled` for known and unknown clerks alike, so skipping the
+    /// hash tells an attacker nothing).
+    fn budget_blocks(&self) -> Result<bool, ApiError> {
+        let mut budget = self.store.budget().map_err(internal)?;
+        let now = Clock::mono_ns();
+        budget.refresh(&self.config.throttle, now);
+        Ok(budget.blocked(now).is_some())
     }
 
     fn totp_decision(
@@ -185,24 +199,28 @@ impl Clerks {
         peer: PeerCred,
     ) -> Result<Verdict, ApiError> {
         let Some(stored) = self.store.clerk(clerk).map_err(internal)? else {
-            // Unknown clerk: spend the same time as a real check, count it against the terminal.
-            if let Some(secret) = secret {
+            // Unknown clerk: spend the same time as a real check (through the same bounded
+            // workers and queue), count it against the terminal.
+            if let Some(secret) = secret
+                && !self.budget_blocks()?
+            {
                 let _ = self
-                    .verify_secret_blocking(secret, self.decoy_phc.clone())
+                    .check_secret_bounded(peer, secret, self.decoy_phc.clone())
                     .await?;
             }
             let _ = clerk; // an unknown id is never recorded: it may be a mistyped password
             return Ok(Verdict::Denied(self.unknown_clerk(peer).await?));
         };
-        // Refuse before hashing when the clerk is locked out or delayed: cheap, and no oracle.
+        // Refuse before hashing when the clerk is locked out or delayed, or the terminal budget
+        // blocks every login: cheap, no oracle, and a flood of failures costs no hashes.
         let throttle = self.store.throttle(clerk).map_err(internal)?;
         let pre = matches!(
             throttle.gate(Clock::mono_ns()),
             crate::auth::throttle::Gate::Open
-        );
+        ) && !self.budget_blocks()?;
         let secret_ok = match (secret, pre) {
             (Some(secret), true) => {
-                self.verify_secret_blocking(secret, stored.phc.clone())
+                self.check_secret_bounded(peer, secret, stored.phc.clone())
                     .await?
             }
             (None, _) => true, // proven by a challenge

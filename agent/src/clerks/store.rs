@@ -43,6 +43,9 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// The Argon2id worker threads could not be started.
+    #[error("cannot start the Argon2id workers: {0}")]
+    Workers(#[source] std::io::Error),
     /// A stored value does not decode.
     #[error("auth database holds an unreadable {what}")]
     Corrupt {
