@@ -316,6 +316,11 @@ impl Clerks {
         live.challenges.clear();
     }
 
+    /// The clerk store's anchor (instance id, write generation), for the journal's check.
+    pub fn anchor(&self) -> std::sync::Arc<crate::anchor::AnchorCell> {
+        self.store.anchor()
+    }
+
     /// Whether the terminal is in lockdown.
     pub fn lockdown(&self) -> bool {
         self.store.lockdown().unwrap_or(true)
