@@ -12,9 +12,12 @@
 //! - `prune`: keeping the journal within its bound, shipped records first, never a silent gap.
 //! - `scan`: reading a journal end to end and verifying it (used at start and offline).
 //! - `offline`: reading and verifying a journal directory offline (`posguardctl verify-journal`).
+//! - `anchor`: what the journal remembers of itself (a witness beside its directory) and of the
+//!   other stores (their anchors, recorded at checkpoints), and the start's unanchored tail.
 //!
 //! [`Journal`] is the handle the rest of the agent holds; it is cheap to clone.
 
+mod anchor;
 mod compact;
 mod offline;
 mod prune;
@@ -35,8 +38,10 @@ use posguard_proto::record::Record;
 use posguard_proto::text::DeviceId;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::anchor::{AnchorCell, AnchorProblem};
 use crate::clock::Clock;
-pub use offline::{OfflineReport, read_events, verify_dir};
+pub use anchor::StartTail;
+pub use offline::{OfflineReport, Verdict, read_events, verify_dir};
 pub use startup::Finding;
 pub use store::dir_size;
 
@@ -179,6 +184,12 @@ pub struct JournalStatus {
     /// Why the journal stopped accepting events (a commit failed: full disk, I/O error), if it
     /// did. The agent must be restarted once the cause is fixed.
     pub failure: Option<String>,
+    /// The journal as this start found it: records after the last checkpoint are the window a
+    /// local check cannot prove complete.
+    pub start_tail: StartTail,
+    /// What the start-up check of the clerk store and the cache found (missing, replaced, an
+    /// older copy), if anything.
+    pub store_findings: Vec<String>,
 }
 
 pub(crate) enum Command {
@@ -207,6 +218,7 @@ pub(crate) enum Command {
 pub struct Journal {
     tx: mpsc::Sender<Command>,
     device_id: DeviceId,
+    board: Arc<anchor::Board>,
 }
 
 /// What opening the journal found.
@@ -218,6 +230,8 @@ pub struct OpenReport {
     pub finding: Option<Finding>,
     /// Where the old data went.
     pub moved_to: Option<PathBuf>,
+    /// The journal as this start found it (head, last anchored seq, records after it).
+    pub start_tail: StartTail,
 }
 
 impl Journal {
@@ -231,10 +245,22 @@ impl Journal {
         clock: Clock,
     ) -> Result<(Journal, OpenReport), JournalError> {
         let opened = startup::open(config, &device_id, element.as_ref(), clock)?;
+        // Before this start's own records: what the previous run left.
+        let anchored_seq = opened
+            .last_checkpoint
+            .as_ref()
+            .map_or(0, |c| c.fields().seq);
+        let start_tail = StartTail {
+            head_seq: opened.head.seq,
+            anchored_seq,
+            unanchored: opened.head.seq.saturating_sub(anchored_seq),
+        };
+        let board = Arc::new(anchor::Board::load(&opened.store)?);
         let report = OpenReport {
             head_seq: opened.head.seq,
             finding: opened.finding.clone(),
             moved_to: opened.moved_to.clone(),
+            start_tail,
         };
         let (tx, rx) = mpsc::channel(config.max_group.max(1024));
         writer::spawn(
@@ -243,10 +269,54 @@ impl Journal {
             element,
             clock,
             opened,
+            anchor::Anchoring {
+                board: board.clone(),
+                start_tail,
+            },
             rx,
             tx.downgrade(),
         )?;
-        Ok((Journal { tx, device_id }, report))
+        Ok((
+            Journal {
+                tx,
+                device_id,
+                board,
+            },
+            report,
+        ))
+    }
+
+    /// Checks a store's anchor against the journal's record of it and watches it from now on
+    /// (its durable anchor is recorded at every checkpoint). A finding is logged, kept for
+    /// `status` and journaled as a signed `tamper_detected` record; it is also returned.
+    /// Call [`Journal::checkpoint`] once every store is watched, so that the record is current.
+    pub async fn watch_store(
+        &self,
+        store: &'static str,
+        cell: Arc<AnchorCell>,
+        clock: Clock,
+    ) -> Result<Option<AnchorProblem>, JournalError> {
+        let recorded = self.board.recorded(store);
+        let found = cell.opened_with();
+        let problem = crate::anchor::check(recorded, found, cell.created());
+        self.board.watch(store, cell);
+        let Some(problem) = problem else {
+            return Ok(None);
+        };
+        let text = anchor::describe(store, problem, recorded, found);
+        tracing::error!(store, finding = %text, "a store failed its start-up anchor check");
+        self.board.add_finding(text);
+        let event = Event::new(
+            clock.stamp(),
+            posguard_proto::event::Actor::System,
+            None,
+            posguard_proto::event::EventKind::TamperDetected {
+                finding: anchor::to_event(store, problem)?,
+            },
+        )
+        .at_least(posguard_proto::event::Severity::Critical);
+        self.append(event).await?;
+        Ok(Some(problem))
     }
 
     /// The device this journal belongs to.

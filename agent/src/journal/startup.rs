@@ -12,6 +12,7 @@ use posguard_proto::event::TamperFinding;
 use posguard_proto::keys::DikPublicKey;
 use posguard_proto::text::{DeviceId, ShortCode};
 
+use super::anchor;
 use super::scan::{self, Scan};
 use super::store::{
     META_BASE, META_CHECKPOINT_PENDING, META_DEVICE_ID, META_DIK, META_HEAD, META_SHIPPED, Store,
@@ -42,6 +43,15 @@ pub enum Finding {
         /// The error.
         reason: String,
     },
+    /// The journal directory was deleted or emptied: its witness says a journal existed at
+    /// TPM counter `witnessed_counter` (`None`: the witness did not parse), and the counter has
+    /// moved on since, so checkpoints were made into a journal that is gone.
+    Missing {
+        /// The counter value the witness recorded at the journal's creation.
+        witnessed_counter: Option<u64>,
+        /// The TPM's counter.
+        tpm_counter: u64,
+    },
 }
 
 impl std::fmt::Display for Finding {
@@ -58,6 +68,16 @@ impl std::fmt::Display for Finding {
                 write!(f, "broken chain at seq {seq}: {reason}")
             }
             Finding::Unreadable { reason } => write!(f, "unreadable journal database: {reason}"),
+            Finding::Missing {
+                witnessed_counter,
+                tpm_counter,
+            } => write!(
+                f,
+                "journal missing: the journal was deleted or replaced by an empty one (its witness {}; the TPM counter is {tpm_counter}); a new chain starts here",
+                witnessed_counter.map_or("does not parse".to_owned(), |c| format!(
+                    "records TPM counter {c} at its creation"
+                ))
+            ),
         }
     }
 }
@@ -74,6 +94,9 @@ impl Finding {
             },
             Finding::BrokenChain { seq, .. } => TamperFinding::BrokenChain { seq: *seq },
             Finding::Unreadable { .. } => TamperFinding::UnreadableDatabase {
+                store: journal_code(),
+            },
+            Finding::Missing { .. } => TamperFinding::StoreMissing {
                 store: journal_code(),
             },
         }
@@ -165,16 +188,43 @@ pub(crate) fn open(
         }
     }
     let shipped = store.get_u64(META_SHIPPED)?.unwrap_or(0).min(scan.head.seq);
+    let finding = anchor_check(config, device_id, &scan, tpm_counter)?;
     Ok(Opened {
         head: scan.head,
         shipped,
         count: scan.count,
         bytes: scan.bytes,
         last_checkpoint: scan.last_checkpoint,
-        finding: None,
+        finding,
         moved_to: None,
         store,
     })
+}
+
+/// A journal that holds nothing yet (no record, no base, no checkpoint) is either a first start
+/// or one that vanished: its witness tells which ([`anchor`]). The witness is (re)written for a
+/// new journal and wherever it is missing.
+fn anchor_check(
+    config: &JournalConfig,
+    device_id: &DeviceId,
+    scan: &Scan,
+    tpm_counter: u64,
+) -> Result<Option<Finding>, JournalError> {
+    let witness = anchor::read_witness(&config.dir, device_id)?;
+    let empty = scan.head.seq == 0 && scan.last_checkpoint.is_none();
+    if !empty {
+        if witness.is_none() {
+            anchor::write_witness(&config.dir, device_id, tpm_counter)?;
+        }
+        return Ok(None);
+    }
+    let finding =
+        anchor::vanished(witness, tpm_counter).map(|witnessed_counter| Finding::Missing {
+            witnessed_counter,
+            tpm_counter,
+        });
+    anchor::write_witness(&config.dir, device_id, tpm_counter)?;
+    Ok(finding)
 }
 
 fn aside_path(dir: &Path) -> PathBuf {

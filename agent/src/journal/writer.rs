@@ -44,6 +44,8 @@ pub(super) struct Writer {
     /// Why the journal stopped accepting events: a commit or compaction failed (a full disk, an
     /// I/O error), so the chain state on disk is uncertain. Shown in status.
     failure: Option<String>,
+    /// Store anchors recorded at checkpoints, and the start's tail (see `anchor`).
+    anchoring: super::anchor::Anchoring,
 }
 
 /// Group commits between two looks at the directory's size.
@@ -59,6 +61,7 @@ pub(super) fn spawn(
     element: Arc<dyn SecureElement>,
     clock: Clock,
     opened: Opened,
+    anchoring: super::anchor::Anchoring,
     rx: mpsc::Receiver<Command>,
     ticker: mpsc::WeakSender<Command>,
 ) -> Result<(), JournalError> {
@@ -82,6 +85,7 @@ pub(super) fn spawn(
         moved_to: opened.moved_to.map(|p| p.display().to_string()),
         commits_since_size_check: 0,
         failure: None,
+        anchoring,
     };
     w.start()?;
     std::thread::Builder::new()
@@ -282,6 +286,7 @@ impl Writer {
     pub(super) fn checkpoint(&mut self) -> Result<Checkpoint, JournalError> {
         self.store
             .put(META_CHECKPOINT_PENDING, &self.head.seq.to_be_bytes())?;
+        self.anchoring.board.record(&self.store)?;
         self.store.make_durable()?;
         let cp = sign::checkpoint(self.element.as_ref(), &self.device_id, self.head)?;
         self.store
@@ -312,6 +317,8 @@ impl Writer {
             finding: self.finding.as_ref().map(|f| f.to_string()),
             moved_to: self.moved_to.clone(),
             failure: self.failure.clone(),
+            start_tail: self.anchoring.start_tail,
+            store_findings: self.anchoring.board.findings(),
         }
     }
 
