@@ -10,13 +10,20 @@
 //!
 //! A generation is published (made visible to the journal) only after the fsync that made it
 //! durable, so the journal never records a generation the store could lose in a crash.
+//!
+//! The other way round, each store also keeps the journal's durable head as it was at the
+//! store's last fsync (`journal_head`): a journal that starts below what a store saw lost its
+//! tail, even inside the window after its last checkpoint that the TPM counter cannot cover.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use ring::rand::{SecureRandom, SystemRandom};
 
 /// The meta key of a store's anchor: 16 bytes instance id, 8 bytes generation (big-endian).
 pub(crate) const META_ANCHOR: &[u8] = b"anchor";
+/// The meta key of the journal's durable head at the store's last fsync (8 bytes, big-endian).
+pub(crate) const META_JOURNAL_HEAD: &[u8] = b"journal_head";
 
 /// A store's identity and how far its writes went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -102,6 +109,10 @@ pub struct AnchorCell {
     durable: AtomicU64,
     created: bool,
     opened_with: StoreAnchor,
+    /// The journal's durable head, once the journal watches this store.
+    journal_head: OnceLock<Arc<AtomicU64>>,
+    /// What the store held of the journal's head when it was opened.
+    opened_journal_head: Option<u64>,
 }
 
 /// Why an anchor could not be read or made.
@@ -139,12 +150,18 @@ impl AnchorCell {
                 (anchor, true)
             }
         };
+        let opened_journal_head = meta
+            .get(META_JOURNAL_HEAD)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map(u64::from_be_bytes);
         Ok(AnchorCell {
             id: anchor.id,
             staged: AtomicU64::new(anchor.generation),
             durable: AtomicU64::new(anchor.generation),
             created,
             opened_with: anchor,
+            journal_head: OnceLock::new(),
+            opened_journal_head,
         })
     }
 
@@ -163,7 +180,25 @@ impl AnchorCell {
                 .filter(|a| a.id == self.id && a.generation > generation);
             Some(keep.unwrap_or(anchor).to_bytes().to_vec())
         })?;
+        if let Some(head) = self.journal_head.get() {
+            // Only ever a lower bound of what the journal holds durably: the writer publishes
+            // its head after its fsync.
+            meta.insert(
+                META_JOURNAL_HEAD,
+                &head.load(Ordering::SeqCst).to_be_bytes(),
+            )?;
+        }
         Ok(generation)
+    }
+
+    /// From now on every fsync of the store also records `head`, the journal's durable head.
+    pub(crate) fn follow(&self, head: Arc<AtomicU64>) {
+        let _ = self.journal_head.set(head);
+    }
+
+    /// The journal head the store had recorded when it was opened (its last fsync before).
+    pub fn opened_journal_head(&self) -> Option<u64> {
+        self.opened_journal_head
     }
 
     /// `generation` is durable on disk.
@@ -262,5 +297,12 @@ mod tests {
         let again = AnchorCell::load_or_create(&meta).unwrap();
         assert!(!again.created());
         assert_eq!(again.opened_with(), cell.durable());
+        assert_eq!(again.opened_journal_head(), None, "not followed yet");
+        let head = Arc::new(AtomicU64::new(41));
+        again.follow(head.clone());
+        head.store(42, Ordering::SeqCst);
+        again.stage(&meta).unwrap();
+        let third = AnchorCell::load_or_create(&meta).unwrap();
+        assert_eq!(third.opened_journal_head(), Some(42));
     }
 }

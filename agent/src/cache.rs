@@ -177,6 +177,12 @@ impl Cache {
         self.inner.store.anchor()
     }
 
+    /// Makes the cache durable now, with its anchor and the journal head it records.
+    /// Blocking (fsync).
+    pub fn sync_anchor(&self) -> Result<(), CacheError> {
+        self.inner.store.durable()
+    }
+
     /// Bytes counted against `max_bytes` (ids and stored values).
     pub fn used_bytes(&self) -> u64 {
         self.inner.store.used()

@@ -321,6 +321,12 @@ impl Clerks {
         self.store.anchor()
     }
 
+    /// Makes the clerk store durable now, with its anchor and the journal head it records.
+    /// Blocking (fsync).
+    pub fn sync_anchor(&self) -> Result<(), StoreError> {
+        self.store.sync()
+    }
+
     /// Whether the terminal is in lockdown.
     pub fn lockdown(&self) -> bool {
         self.store.lockdown().unwrap_or(true)

@@ -114,6 +114,17 @@ pub async fn run(
         .checkpoint()
         .await
         .context("recording the stores' anchors")?;
+    {
+        // Each store now records the journal's head; sync once so that it is current even if
+        // nothing else is written to the store in this run.
+        let (clerks, cache) = (clerks.clone(), cache.clone());
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            clerks.sync_anchor().context("syncing the clerk store")?;
+            cache.sync_anchor().context("syncing the cache")?;
+            Ok(())
+        })
+        .await??;
+    }
     let tail = report.start_tail;
     // After a recovery the finding says more (the copied prefix carries no checkpoint).
     if tail.unanchored > 0 && report.finding.is_none() {

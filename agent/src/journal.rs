@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use posguard_hal::{HalError, SecureElement};
 use posguard_proto::checkpoint::Checkpoint;
-use posguard_proto::event::Event;
+use posguard_proto::event::{Event, TamperFinding};
 use posguard_proto::record::Record;
 use posguard_proto::text::DeviceId;
 use tokio::sync::{mpsc, oneshot};
@@ -219,6 +219,10 @@ pub struct Journal {
     tx: mpsc::Sender<Command>,
     device_id: DeviceId,
     board: Arc<anchor::Board>,
+    start_tail: StartTail,
+    /// The start-up check found something and recovered: the stores' view of the journal's
+    /// head is moot (the finding says more).
+    recovered: bool,
 }
 
 /// What opening the journal found.
@@ -255,7 +259,8 @@ impl Journal {
             anchored_seq,
             unanchored: opened.head.seq.saturating_sub(anchored_seq),
         };
-        let board = Arc::new(anchor::Board::load(&opened.store)?);
+        let board = Arc::new(anchor::Board::load(&opened.store, opened.head.seq)?);
+        let recovered = opened.finding.is_some();
         let report = OpenReport {
             head_seq: opened.head.seq,
             finding: opened.finding.clone(),
@@ -281,42 +286,70 @@ impl Journal {
                 tx,
                 device_id,
                 board,
+                start_tail,
+                recovered,
             },
             report,
         ))
     }
 
-    /// Checks a store's anchor against the journal's record of it and watches it from now on
-    /// (its durable anchor is recorded at every checkpoint). A finding is logged, kept for
-    /// `status` and journaled as a signed `tamper_detected` record; it is also returned.
-    /// Call [`Journal::checkpoint`] once every store is watched, so that the record is current.
+    /// Checks a store's anchor against the journal's record of it, and the journal's head
+    /// against what the store saw of it; watches the store from now on (its durable anchor is
+    /// recorded at every checkpoint, and it records the journal's durable head at each of its
+    /// fsyncs). Each finding is logged, kept for `status`, journaled as a signed
+    /// `tamper_detected` record and returned. Call [`Journal::checkpoint`] once every store is
+    /// watched, and sync the stores, so that both records are current.
     pub async fn watch_store(
         &self,
         store: &'static str,
         cell: Arc<AnchorCell>,
         clock: Clock,
-    ) -> Result<Option<AnchorProblem>, JournalError> {
+    ) -> Result<Vec<TamperFinding>, JournalError> {
         let recorded = self.board.recorded(store);
         let found = cell.opened_with();
-        let problem = crate::anchor::check(recorded, found, cell.created());
+        let mut findings = Vec::new();
+        if let Some(problem) = crate::anchor::check(recorded, found, cell.created()) {
+            let text = anchor::describe(store, problem, recorded, found);
+            findings.push((text, anchor::to_event(store, problem)?));
+        }
+        let head = self.start_tail.head_seq;
+        if let Some(seen) = cell.opened_journal_head()
+            && seen > head
+            && !self.recovered
+        {
+            findings.push((
+                format!(
+                    "journal tail cut: the {store} store saw the journal's durable head at seq {seen}, the journal started at seq {head} (records {}..={seen} are gone)",
+                    head.saturating_add(1)
+                ),
+                anchor::to_event(
+                    "journal",
+                    AnchorProblem::Older {
+                        recorded: seen,
+                        found: head,
+                    },
+                )?,
+            ));
+        }
+        cell.follow(self.board.head.clone());
         self.board.watch(store, cell);
-        let Some(problem) = problem else {
-            return Ok(None);
-        };
-        let text = anchor::describe(store, problem, recorded, found);
-        tracing::error!(store, finding = %text, "a store failed its start-up anchor check");
-        self.board.add_finding(text);
-        let event = Event::new(
-            clock.stamp(),
-            posguard_proto::event::Actor::System,
-            None,
-            posguard_proto::event::EventKind::TamperDetected {
-                finding: anchor::to_event(store, problem)?,
-            },
-        )
-        .at_least(posguard_proto::event::Severity::Critical);
-        self.append(event).await?;
-        Ok(Some(problem))
+        let mut out = Vec::new();
+        for (text, finding) in findings {
+            tracing::error!(store, finding = %text, "a start-up anchor check failed");
+            self.board.add_finding(text);
+            let event = Event::new(
+                clock.stamp(),
+                posguard_proto::event::Actor::System,
+                None,
+                posguard_proto::event::EventKind::TamperDetected {
+                    finding: finding.clone(),
+                },
+            )
+            .at_least(posguard_proto::event::Severity::Critical);
+            self.append(event).await?;
+            out.push(finding);
+        }
+        Ok(out)
     }
 
     /// The device this journal belongs to.

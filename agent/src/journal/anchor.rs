@@ -16,6 +16,7 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use posguard_proto::event::TamperFinding;
@@ -129,6 +130,9 @@ pub(crate) struct Board {
     recorded: Mutex<BTreeMap<String, StoreAnchor>>,
     watched: Mutex<Vec<(String, Arc<AnchorCell>)>>,
     findings: Mutex<Vec<String>>,
+    /// The journal's durable head, published by the writer after each commit; the stores
+    /// record it at their fsyncs.
+    pub(crate) head: Arc<AtomicU64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -139,15 +143,21 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Board {
     /// The record read from the journal at start (an unreadable record counts as none: the
     /// journal's own check has vouched for the database).
-    pub(crate) fn load(store: &Store) -> Result<Self, JournalError> {
+    pub(crate) fn load(store: &Store, head_seq: u64) -> Result<Self, JournalError> {
         let recorded = store
             .get(META_STORE_ANCHORS)?
             .map(|v| decode(&v))
             .unwrap_or_default();
         Ok(Board {
             recorded: Mutex::new(recorded),
+            head: Arc::new(AtomicU64::new(head_seq)),
             ..Board::default()
         })
+    }
+
+    /// `seq` is durable in the journal.
+    pub(crate) fn durable_head(&self, seq: u64) {
+        self.head.fetch_max(seq, Ordering::SeqCst);
     }
 
     pub(crate) fn recorded(&self, name: &str) -> Option<StoreAnchor> {

@@ -212,18 +212,21 @@ fn anchor_check(
 ) -> Result<Option<Finding>, JournalError> {
     let witness = anchor::read_witness(&config.dir, device_id)?;
     let empty = scan.head.seq == 0 && scan.last_checkpoint.is_none();
-    if !empty {
-        if witness.is_none() {
-            anchor::write_witness(&config.dir, device_id, tpm_counter)?;
-        }
-        return Ok(None);
-    }
-    let finding =
+    let finding = if empty {
         anchor::vanished(witness, tpm_counter).map(|witnessed_counter| Finding::Missing {
             witnessed_counter,
             tpm_counter,
-        });
-    anchor::write_witness(&config.dir, device_id, tpm_counter)?;
+        })
+    } else {
+        None
+    };
+    if empty || witness.is_none() {
+        // Not fatal: the agent must keep enforcing logins on a full disk; the cost is that a
+        // later deletion of this journal would look like a first start.
+        if let Err(e) = anchor::write_witness(&config.dir, device_id, tpm_counter) {
+            tracing::error!(error = %e, "cannot write the journal's witness; a later deletion of the journal would go unnoticed at start");
+        }
+    }
     Ok(finding)
 }
 

@@ -217,6 +217,7 @@ impl Writer {
             .and_then(|()| self.store.make_durable());
         match result {
             Ok(()) => {
+                self.anchoring.board.durable_head(self.head.seq);
                 for (reply, seq) in pending {
                     let _ = reply.send(Ok(seq));
                 }
