@@ -337,13 +337,71 @@ fn cut_tail_case(damage: impl FnOnce(&Path)) {
     );
 }
 
+fn call(socket: &Path, method: &str, params: Value) -> Value {
+    use std::io::{BufRead, Write};
+    let s = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let req = serde_json::json!({"v": 1, "id": 1, "method": method, "params": params});
+    w.write_all(format!("{req}\n").as_bytes()).unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(s).read_line(&mut line).unwrap();
+    serde_json::from_str(&line).unwrap()
+}
+
+fn truncate(db: &Path, by: u64) {
+    let len = std::fs::metadata(db).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(db).unwrap();
+    f.set_len(len - by).unwrap();
+}
+
+#[test]
+fn a_tail_cut_below_what_the_cache_saw_is_a_finding() {
+    // The cache records the journal's durable head at each of its fsyncs: a journal that
+    // starts below it lost records even inside the unanchored window.
+    let t = Terminal::new("term-e1");
+    t.run();
+    let agent = t.start();
+    append_business_events(&t.socket, 4, 100, 2);
+    let put = call(
+        &t.socket,
+        "cache.put",
+        serde_json::json!({"id": "sale-1", "value_b64": "aGVsbG8="}),
+    );
+    assert_eq!(put["ok"], true, "{put}");
+    let seen = agent_status(&t.socket)["journal"]["head_seq"]
+        .as_u64()
+        .unwrap();
+    drop(agent); // SIGKILL
+    truncate(&t.path("journal").join("db"), 300);
+    let status = t.run();
+    let head = status["journal"]["start_tail"]["head_seq"]
+        .as_u64()
+        .unwrap();
+    assert!(head < seen, "the cut removed records: {head} < {seen}");
+    assert!(
+        condition(&status).starts_with("tamper detected: journal tail cut: the cache store saw"),
+        "{status}"
+    );
+    let cut = t.findings().into_iter().find_map(|f| match f {
+        TamperFinding::StoreOlder {
+            store,
+            recorded_generation,
+            found_generation,
+        } if store.as_str() == "journal" => Some((recorded_generation, found_generation)),
+        _ => None,
+    });
+    let (recorded, found) = cut.expect("a signed journal-tail finding");
+    assert_eq!(found, head);
+    assert!(
+        recorded > head && recorded <= seen,
+        "{recorded} in {head}..={seen}"
+    );
+    assert_eq!(condition(&t.run()), "ok", "the next start is clean");
+}
+
 #[test]
 fn a_tail_truncated_after_a_kill_is_reported_as_unanchored() {
-    cut_tail_case(|db| {
-        let len = std::fs::metadata(db).unwrap().len();
-        let f = std::fs::OpenOptions::new().write(true).open(db).unwrap();
-        f.set_len(len - 300).unwrap();
-    });
+    cut_tail_case(|db| truncate(db, 300));
 }
 
 #[test]
