@@ -55,6 +55,8 @@ const COMPACT_AT_PERCENT: u64 = 75;
 
 type Pending = Vec<(oneshot::Sender<Result<u64, JournalError>>, u64)>;
 
+// Everything the writer takes over, once, at open: a struct would only move this list.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn spawn(
     config: JournalConfig,
     device_id: DeviceId,
