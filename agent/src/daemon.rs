@@ -127,7 +127,7 @@ pub async fn run(
     }
     let tail = report.start_tail;
     // After a recovery the finding says more (the copied prefix carries no checkpoint).
-    if tail.unanchored > 0 && report.finding.is_none() {
+    if (tail.unanchored > 0 || !tail.clean_stop) && report.finding.is_none() {
         tracing::warn!(
             head = tail.head_seq,
             anchored = tail.anchored_seq,

@@ -258,6 +258,7 @@ impl Journal {
             head_seq: opened.head.seq,
             anchored_seq,
             unanchored: opened.head.seq.saturating_sub(anchored_seq),
+            clean_stop: anchor::ends_cleanly(&opened.store, opened.head.seq, anchored_seq),
         };
         let board = Arc::new(anchor::Board::load(&opened.store, opened.head.seq)?);
         let recovered = opened.finding.is_some();

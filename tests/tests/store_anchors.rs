@@ -400,6 +400,34 @@ fn a_tail_cut_below_what_the_cache_saw_is_a_finding() {
 }
 
 #[test]
+fn a_journal_that_ends_at_a_checkpoint_after_a_kill_is_not_called_complete() {
+    // What a cut exactly at the last checkpoint leaves: nothing unanchored, but no clean stop.
+    let t = Terminal::new("term-f1");
+    t.run();
+    let agent = t.start();
+    let live = agent_status(&t.socket)["journal"].clone();
+    assert_eq!(live["head_seq"], live["last_checkpoint_seq"], "{live}");
+    drop(agent); // SIGKILL
+    let report = verify_json(&t.path("journal"));
+    assert_eq!(report["unanchored"].as_u64(), Some(0), "{report}");
+    assert_eq!(report["clean_stop"], false, "{report}");
+    let (code, text) = verify(&t.path("journal"));
+    assert_eq!(code, 2, "{text}");
+    let status = t.run();
+    assert_eq!(
+        status["journal"]["start_tail"]["unanchored"].as_u64(),
+        Some(0)
+    );
+    assert_eq!(status["journal"]["start_tail"]["clean_stop"], false);
+    assert!(
+        condition(&status).starts_with("unanchored tail at start"),
+        "{status}"
+    );
+    let (code, text) = verify(&t.path("journal"));
+    assert_eq!(code, 0, "{text}");
+}
+
+#[test]
 fn a_tail_truncated_after_a_kill_is_reported_as_unanchored() {
     cut_tail_case(|db| truncate(db, 300));
 }

@@ -80,6 +80,10 @@ fn condition(journal: &crate::journal::JournalStatus) -> String {
             tail.anchored_seq.saturating_add(1),
             tail.head_seq
         ),
+        (None, None) if !tail.clean_stop => format!(
+            "unanchored tail at start: the agent last stopped without a final checkpoint; the journal ends at the checkpoint at seq {}, but records that followed it, if any, could have been cut unseen (the collector's acknowledgement covers shipped records)",
+            tail.anchored_seq
+        ),
         (None, None) => "ok".to_owned(),
     }
 }

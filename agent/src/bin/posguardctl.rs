@@ -273,14 +273,14 @@ fn main() -> ExitCode {
                 match (&report.first_bad, report.verdict) {
                     (Some((seq, why)), _) => say!("FAILED: first bad record is seq {seq}: {why}"),
                     (None, Verdict::UnanchoredTail) => say!(
-                        "VERIFIED, TAIL NOT ANCHORED: records {}..={} verify; the last {} are after the last checkpoint, so records cut after seq {} would not show here (compare with the collector's acknowledged seq)",
+                        "VERIFIED, TAIL NOT ANCHORED: records {}..={} verify, but the journal does not end with a clean stop ({} records after the last checkpoint), so records cut after seq {} would not show here (compare with the collector's acknowledged seq)",
                         report.first_seq.unwrap_or(report.head_seq),
                         report.head_seq,
                         report.unanchored,
                         report.head_seq
                     ),
                     (None, _) => say!(
-                        "VERIFIED AND ANCHORED: records {}..={} verify and the last checkpoint covers seq {}; complete as of its TPM counter value (the agent compares it with the TPM's at start)",
+                        "VERIFIED AND ANCHORED: records {}..={} verify and end with a clean stop whose checkpoint covers seq {}; complete as of its TPM counter value (the agent compares it with the TPM's at start)",
                         report.first_seq.map_or("-".to_owned(), |s| s.to_string()),
                         report.head_seq,
                         report.head_seq

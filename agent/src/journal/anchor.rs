@@ -19,11 +19,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use posguard_proto::event::TamperFinding;
+use posguard_proto::event::{EventKind, TamperFinding};
 use posguard_proto::text::{DeviceId, ShortCode};
 
 use super::JournalError;
-use super::store::Store;
+use super::store::{Store, seq_key};
 use crate::anchor::{AnchorCell, AnchorProblem, StoreAnchor};
 
 /// The journal's meta key for the store anchors it recorded.
@@ -122,6 +122,27 @@ pub struct StartTail {
     /// Records after it: the previous run stopped without a final checkpoint (a kill, a crash,
     /// a power loss). Their completeness cannot be proved locally: a cut there is not seen.
     pub unanchored: u64,
+    /// Whether the journal ends the way a clean stop leaves it: an `agent_stopped` record with
+    /// a checkpoint at it (or nothing at all yet). Otherwise records may have followed the last
+    /// checkpoint, even when none is left after it (a cut exactly there).
+    pub clean_stop: bool,
+}
+
+/// Whether the journal in `store` ends as a clean stop leaves it (see [`StartTail`]).
+pub(crate) fn ends_cleanly(store: &Store, head_seq: u64, anchored_seq: u64) -> bool {
+    if head_seq == 0 {
+        return true;
+    }
+    if anchored_seq != head_seq {
+        return false;
+    }
+    let Ok(Some(bytes)) = store.records.get(seq_key(head_seq)) else {
+        return false;
+    };
+    posguard_proto::record::Record::from_bytes(&bytes)
+        .ok()
+        .and_then(|r| r.event().ok())
+        .is_some_and(|e| matches!(e.kind, EventKind::AgentStopped { .. }))
 }
 
 /// Store anchors: the journal's record of them and the live ones it records at checkpoints.

@@ -37,6 +37,10 @@ pub struct OfflineReport {
     /// them been cut (a truncated file, a byte edited near the end after a kill), this check
     /// could not tell.
     pub unanchored: u64,
+    /// Whether the journal ends as a clean stop leaves it: an `agent_stopped` record with a
+    /// checkpoint at it. Otherwise records may have followed the last checkpoint and been cut,
+    /// even when none is left after it.
+    pub clean_stop: bool,
     /// What was proved, in one word (also the exit code of `posguardctl verify-journal`).
     pub verdict: Verdict,
 }
@@ -45,12 +49,13 @@ pub struct OfflineReport {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
-    /// Every record verifies and the last one is covered by the last checkpoint (exit 0).
+    /// Every record verifies and the journal ends with a clean stop's checkpoint (exit 0).
     /// Complete as of that checkpoint's TPM counter value: a cut through checkpoints shows
     /// only against the terminal's TPM counter (the agent compares them at start).
     Anchored,
-    /// Every record verifies, but `unanchored` records after the last checkpoint are not
-    /// bound to the TPM: whether more followed them cannot be proved here (exit 2).
+    /// Every record verifies, but the journal does not end with a clean stop: `unanchored`
+    /// records follow the last checkpoint (maybe none), and whether more followed cannot be
+    /// proved here (exit 2).
     UnanchoredTail,
     /// A record, the chain, a gap or the checkpoint does not verify (exit 1).
     Broken,
@@ -107,9 +112,11 @@ pub fn verify_dir(dir: &Path, dik_spki: Option<&[u8]>) -> Result<OfflineReport, 
     let scan = scan::scan(&store, &dik, &device_id, scan::Depth::Full)?;
     let anchored_seq = scan.last_checkpoint.as_ref().map_or(0, |c| c.fields().seq);
     let unanchored = scan.head.seq.saturating_sub(anchored_seq);
+    let clean_stop =
+        scan.problem.is_none() && super::anchor::ends_cleanly(&store, scan.head.seq, anchored_seq);
     let verdict = if scan.problem.is_some() {
         Verdict::Broken
-    } else if unanchored > 0 {
+    } else if !clean_stop {
         Verdict::UnanchoredTail
     } else {
         Verdict::Anchored
@@ -127,6 +134,7 @@ pub fn verify_dir(dir: &Path, dik_spki: Option<&[u8]>) -> Result<OfflineReport, 
         dik_from_journal: dik_spki.is_none(),
         anchored_seq,
         unanchored,
+        clean_stop,
         verdict,
     })
 }
