@@ -12,8 +12,9 @@
 //! - `prune`: keeping the journal within its bound, shipped records first, never a silent gap.
 //! - `scan`: reading a journal end to end and verifying it (used at start and offline).
 //! - `offline`: reading and verifying a journal directory offline (`posguardctl verify-journal`).
-//! - `anchor`: what the journal remembers of itself (a witness beside its directory) and of the
-//!   other stores (their anchors, recorded at checkpoints), and the start's unanchored tail.
+//! - `witness`: the file beside the journal that makes a deleted or emptied journal a finding.
+//! - `anchor`: the other stores' anchors (recorded at checkpoints, checked at start by
+//!   [`Journal::watch_store`]) and the start's unanchored tail.
 //!
 //! [`Journal`] is the handle the rest of the agent holds; it is cheap to clone.
 
@@ -25,6 +26,7 @@ mod scan;
 mod sign;
 mod startup;
 mod store;
+mod witness;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -33,12 +35,11 @@ use std::time::Duration;
 
 use posguard_hal::{HalError, SecureElement};
 use posguard_proto::checkpoint::Checkpoint;
-use posguard_proto::event::{Event, TamperFinding};
+use posguard_proto::event::Event;
 use posguard_proto::record::Record;
 use posguard_proto::text::DeviceId;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::anchor::{AnchorCell, AnchorProblem};
 use crate::clock::Clock;
 pub use anchor::StartTail;
 pub use offline::{OfflineReport, Verdict, read_events, verify_dir};
@@ -292,65 +293,6 @@ impl Journal {
             },
             report,
         ))
-    }
-
-    /// Checks a store's anchor against the journal's record of it, and the journal's head
-    /// against what the store saw of it; watches the store from now on (its durable anchor is
-    /// recorded at every checkpoint, and it records the journal's durable head at each of its
-    /// fsyncs). Each finding is logged, kept for `status`, journaled as a signed
-    /// `tamper_detected` record and returned. Call [`Journal::checkpoint`] once every store is
-    /// watched, and sync the stores, so that both records are current.
-    pub async fn watch_store(
-        &self,
-        store: &'static str,
-        cell: Arc<AnchorCell>,
-        clock: Clock,
-    ) -> Result<Vec<TamperFinding>, JournalError> {
-        let recorded = self.board.recorded(store);
-        let found = cell.opened_with();
-        let mut findings = Vec::new();
-        if let Some(problem) = crate::anchor::check(recorded, found, cell.created()) {
-            let text = anchor::describe(store, problem, recorded, found);
-            findings.push((text, anchor::to_event(store, problem)?));
-        }
-        let head = self.start_tail.head_seq;
-        if let Some(seen) = cell.opened_journal_head()
-            && seen > head
-            && !self.recovered
-        {
-            findings.push((
-                format!(
-                    "journal tail cut: the {store} store saw the journal's durable head at seq {seen}, the journal started at seq {head} (records {}..={seen} are gone)",
-                    head.saturating_add(1)
-                ),
-                anchor::to_event(
-                    "journal",
-                    AnchorProblem::Older {
-                        recorded: seen,
-                        found: head,
-                    },
-                )?,
-            ));
-        }
-        cell.follow(self.board.head.clone());
-        self.board.watch(store, cell);
-        let mut out = Vec::new();
-        for (text, finding) in findings {
-            tracing::error!(store, finding = %text, "a start-up anchor check failed");
-            self.board.add_finding(text);
-            let event = Event::new(
-                clock.stamp(),
-                posguard_proto::event::Actor::System,
-                None,
-                posguard_proto::event::EventKind::TamperDetected {
-                    finding: finding.clone(),
-                },
-            )
-            .at_least(posguard_proto::event::Severity::Critical);
-            self.append(event).await?;
-            out.push(finding);
-        }
-        Ok(out)
     }
 
     /// The device this journal belongs to.

@@ -12,12 +12,12 @@ use posguard_proto::event::TamperFinding;
 use posguard_proto::keys::DikPublicKey;
 use posguard_proto::text::{DeviceId, ShortCode};
 
-use super::anchor;
 use super::scan::{self, Scan};
 use super::store::{
     META_BASE, META_CHECKPOINT_PENDING, META_DEVICE_ID, META_DIK, META_HEAD, META_SHIPPED, Store,
     seq_key,
 };
+use super::witness;
 use super::{JournalConfig, JournalError};
 use crate::clock::Clock;
 
@@ -188,7 +188,7 @@ pub(crate) fn open(
         }
     }
     let shipped = store.get_u64(META_SHIPPED)?.unwrap_or(0).min(scan.head.seq);
-    let finding = anchor_check(config, device_id, &scan, tpm_counter)?;
+    let finding = witness_check(config, device_id, &scan, tpm_counter)?;
     Ok(Opened {
         head: scan.head,
         shipped,
@@ -202,18 +202,18 @@ pub(crate) fn open(
 }
 
 /// A journal that holds nothing yet (no record, no base, no checkpoint) is either a first start
-/// or one that vanished: its witness tells which ([`anchor`]). The witness is (re)written for a
+/// or one that vanished: its witness tells which (`witness`). The witness is (re)written for a
 /// new journal and wherever it is missing.
-fn anchor_check(
+fn witness_check(
     config: &JournalConfig,
     device_id: &DeviceId,
     scan: &Scan,
     tpm_counter: u64,
 ) -> Result<Option<Finding>, JournalError> {
-    let witness = anchor::read_witness(&config.dir, device_id)?;
+    let witness = witness::read_witness(&config.dir, device_id)?;
     let empty = scan.head.seq == 0 && scan.last_checkpoint.is_none();
     let finding = if empty {
-        anchor::vanished(witness, tpm_counter).map(|witnessed_counter| Finding::Missing {
+        witness::vanished(witness, tpm_counter).map(|witnessed_counter| Finding::Missing {
             witnessed_counter,
             tpm_counter,
         })
@@ -223,7 +223,7 @@ fn anchor_check(
     if empty || witness.is_none() {
         // Not fatal: the agent must keep enforcing logins on a full disk; the cost is that a
         // later deletion of this journal would look like a first start.
-        if let Err(e) = anchor::write_witness(&config.dir, device_id, tpm_counter) {
+        if let Err(e) = witness::write_witness(&config.dir, device_id, tpm_counter) {
             tracing::error!(error = %e, "cannot write the journal's witness; a later deletion of the journal would go unnoticed at start");
         }
     }
