@@ -188,7 +188,8 @@ pub(crate) fn open(
         }
     }
     let shipped = store.get_u64(META_SHIPPED)?.unwrap_or(0).min(scan.head.seq);
-    let finding = witness_check(config, device_id, &scan, tpm_counter)?;
+    let pending = store.get_u64(META_CHECKPOINT_PENDING)?.is_some();
+    let finding = witness_check(config, device_id, &scan, tpm_counter, pending);
     Ok(Opened {
         head: scan.head,
         shipped,
@@ -203,17 +204,25 @@ pub(crate) fn open(
 
 /// A journal that holds nothing yet (no record, no base, no checkpoint) is either a first start
 /// or one that vanished: its witness tells which (`witness`). The witness is (re)written for a
-/// new journal and wherever it is missing.
+/// new journal and wherever it is missing. `pending`: the journal's first checkpoint was
+/// interrupted between the counter increment and its storage (a kill during the very first
+/// start), so the counter may be one past the witness without any journal having been lost.
 fn witness_check(
     config: &JournalConfig,
     device_id: &DeviceId,
     scan: &Scan,
     tpm_counter: u64,
-) -> Result<Option<Finding>, JournalError> {
-    let witness = witness::read_witness(&config.dir, device_id)?;
+    pending: bool,
+) -> Option<Finding> {
+    let witness = witness::read_witness(&config.dir, device_id);
     let empty = scan.head.seq == 0 && scan.last_checkpoint.is_none();
+    let counter = if pending {
+        tpm_counter.saturating_sub(1)
+    } else {
+        tpm_counter
+    };
     let finding = if empty {
-        witness::vanished(witness, tpm_counter).map(|witnessed_counter| Finding::Missing {
+        witness::vanished(witness, counter).map(|witnessed_counter| Finding::Missing {
             witnessed_counter,
             tpm_counter,
         })
@@ -227,7 +236,7 @@ fn witness_check(
             tracing::error!(error = %e, "cannot write the journal's witness; a later deletion of the journal would go unnoticed at start");
         }
     }
-    Ok(finding)
+    finding
 }
 
 fn aside_path(dir: &Path) -> PathBuf {

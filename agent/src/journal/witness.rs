@@ -26,22 +26,24 @@ pub(crate) fn witness_path(dir: &Path) -> PathBuf {
     dir.with_file_name(format!("{name}.anchor"))
 }
 
-/// What the witness says: `Ok(None)` when there is none, `Ok(Some(None))` when there is one that
-/// does not parse (only tampering makes one: it is written atomically), else the TPM counter
-/// at the journal's creation.
-pub(crate) fn read_witness(
-    dir: &Path,
-    device_id: &DeviceId,
-) -> Result<Option<Option<u64>>, JournalError> {
+/// What the witness says: `None` when there is none (or it names another device), `Some(None)`
+/// when there is one that cannot be read or does not parse (only tampering makes one: it is
+/// written atomically), else the TPM counter at the journal's creation.
+pub(crate) fn read_witness(dir: &Path, device_id: &DeviceId) -> Option<Option<u64>> {
     let path = witness_path(dir);
     let file = match std::fs::File::open(&path) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(JournalError::io("read", &path, e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        // There but unreadable: counts as a witness that does not parse (a finding only if the
+        // journal is gone too), never as a reason not to start.
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "cannot read the journal's witness");
+            return Some(None);
+        }
     };
     let mut text = String::new();
     if file.take(WITNESS_MAX).read_to_string(&mut text).is_err() {
-        return Ok(Some(None));
+        return Some(None);
     }
     let mut lines = text.lines();
     let parsed = (|| {
@@ -54,12 +56,12 @@ pub(crate) fn read_witness(
             .ok()?;
         Some((device.to_owned(), counter))
     })();
-    Ok(Some(match parsed {
+    Some(match parsed {
         // Another device's witness says nothing about this device's journal.
-        Some((device, _)) if device != device_id.as_str() => return Ok(None),
+        Some((device, _)) if device != device_id.as_str() => return None,
         Some((_, counter)) => Some(counter),
         None => None,
-    }))
+    })
 }
 
 /// Writes the witness atomically and durably (temporary file, fsync, rename, fsync of the
@@ -114,11 +116,11 @@ mod tests {
         let journal = dir.path().join("journal");
         let me = DeviceId::new("term-1").unwrap();
         let other = DeviceId::new("term-2").unwrap();
-        assert_eq!(read_witness(&journal, &me).unwrap(), None);
+        assert_eq!(read_witness(&journal, &me), None);
         write_witness(&journal, &me, 77).unwrap();
-        assert_eq!(read_witness(&journal, &me).unwrap(), Some(Some(77)));
-        assert_eq!(read_witness(&journal, &other).unwrap(), None);
+        assert_eq!(read_witness(&journal, &me), Some(Some(77)));
+        assert_eq!(read_witness(&journal, &other), None);
         std::fs::write(witness_path(&journal), "junk").unwrap();
-        assert_eq!(read_witness(&journal, &me).unwrap(), Some(None));
+        assert_eq!(read_witness(&journal, &me), Some(None));
     }
 }
