@@ -114,6 +114,9 @@ pub enum CacheError {
     /// An earlier fsync failed: what was written since may not be durable.
     #[error("the cache could not make its writes durable (an fsync failed; see the log)")]
     SyncFailed,
+    /// The store's anchor could not be read or made.
+    #[error("cache: {0}")]
+    Anchor(#[source] crate::anchor::AnchorError),
 }
 
 impl CacheError {
@@ -167,6 +170,17 @@ impl Cache {
     /// The configuration it was opened with.
     pub fn config(&self) -> &CacheConfig {
         &self.inner.config
+    }
+
+    /// The cache store's anchor (instance id, write generation), for the journal's check.
+    pub fn anchor(&self) -> Arc<crate::anchor::AnchorCell> {
+        self.inner.store.anchor()
+    }
+
+    /// Makes the cache durable now, with its anchor and the journal head it records.
+    /// Blocking (fsync).
+    pub fn sync_anchor(&self) -> Result<(), CacheError> {
+        self.inner.store.durable()
     }
 
     /// Bytes counted against `max_bytes` (ids and stored values).

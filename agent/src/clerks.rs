@@ -323,6 +323,17 @@ impl Clerks {
         live.challenges.clear();
     }
 
+    /// The clerk store's anchor (instance id, write generation), for the journal's check.
+    pub fn anchor(&self) -> std::sync::Arc<crate::anchor::AnchorCell> {
+        self.store.anchor()
+    }
+
+    /// Makes the clerk store durable now, with its anchor and the journal head it records.
+    /// Blocking (fsync).
+    pub fn sync_anchor(&self) -> Result<(), StoreError> {
+        self.store.sync()
+    }
+
     /// Whether the terminal is in lockdown.
     pub fn lockdown(&self) -> bool {
         self.store.lockdown().unwrap_or(true)

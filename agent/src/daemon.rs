@@ -100,6 +100,41 @@ pub async fn run(
         })
         .await??
     };
+    // The stores' anchors against the journal's record of them (deleted, replaced, older
+    // copy), then a checkpoint so that the record is current from this start on.
+    journal
+        .watch_store("clerks", clerks.anchor(), clock)
+        .await
+        .context("checking the clerk store's anchor")?;
+    journal
+        .watch_store("cache", cache.anchor(), clock)
+        .await
+        .context("checking the cache's anchor")?;
+    journal
+        .checkpoint()
+        .await
+        .context("recording the stores' anchors")?;
+    {
+        // Each store now records the journal's head; sync once so that it is current even if
+        // nothing else is written to the store in this run.
+        let (clerks, cache) = (clerks.clone(), cache.clone());
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            clerks.sync_anchor().context("syncing the clerk store")?;
+            cache.sync_anchor().context("syncing the cache")?;
+            Ok(())
+        })
+        .await??;
+    }
+    let tail = report.start_tail;
+    // After a recovery the finding says more (the copied prefix carries no checkpoint).
+    if (tail.unanchored > 0 || !tail.clean_stop) && report.finding.is_none() {
+        tracing::warn!(
+            head = tail.head_seq,
+            anchored = tail.anchored_seq,
+            unanchored = tail.unanchored,
+            "the previous run stopped without a final checkpoint: records after the last checkpoint were not TPM-anchored, and a cut there cannot be seen locally"
+        );
+    }
     let uplink_stats = config
         .uplink
         .as_ref()

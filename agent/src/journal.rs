@@ -12,9 +12,13 @@
 //! - `prune`: keeping the journal within its bound, shipped records first, never a silent gap.
 //! - `scan`: reading a journal end to end and verifying it (used at start and offline).
 //! - `offline`: reading and verifying a journal directory offline (`posguardctl verify-journal`).
+//! - `witness`: the file beside the journal that makes a deleted or emptied journal a finding.
+//! - `anchor`: the other stores' anchors (recorded at checkpoints, checked at start by
+//!   [`Journal::watch_store`]) and the start's unanchored tail.
 //!
 //! [`Journal`] is the handle the rest of the agent holds; it is cheap to clone.
 
+mod anchor;
 mod compact;
 mod offline;
 mod prune;
@@ -22,6 +26,7 @@ mod scan;
 mod sign;
 mod startup;
 mod store;
+mod witness;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -36,7 +41,8 @@ use posguard_proto::text::DeviceId;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::Clock;
-pub use offline::{OfflineReport, read_events, verify_dir};
+pub use anchor::StartTail;
+pub use offline::{OfflineReport, Verdict, read_events, verify_dir};
 pub use startup::Finding;
 pub use store::dir_size;
 
@@ -183,6 +189,12 @@ pub struct JournalStatus {
     /// Why the journal stopped accepting events (a commit failed: full disk, I/O error), if it
     /// did. The agent must be restarted once the cause is fixed.
     pub failure: Option<String>,
+    /// The journal as this start found it: records after the last checkpoint are the window a
+    /// local check cannot prove complete.
+    pub start_tail: StartTail,
+    /// What the start-up check of the clerk store and the cache found (missing, replaced, an
+    /// older copy), if anything.
+    pub store_findings: Vec<String>,
 }
 
 pub(crate) enum Command {
@@ -211,6 +223,11 @@ pub(crate) enum Command {
 pub struct Journal {
     tx: mpsc::Sender<Command>,
     device_id: DeviceId,
+    board: Arc<anchor::Board>,
+    start_tail: StartTail,
+    /// The start-up check found something and recovered: the stores' view of the journal's
+    /// head is moot (the finding says more).
+    recovered: bool,
 }
 
 /// What opening the journal found.
@@ -222,6 +239,8 @@ pub struct OpenReport {
     pub finding: Option<Finding>,
     /// Where the old data went.
     pub moved_to: Option<PathBuf>,
+    /// The journal as this start found it (head, last anchored seq, records after it).
+    pub start_tail: StartTail,
 }
 
 impl Journal {
@@ -235,10 +254,24 @@ impl Journal {
         clock: Clock,
     ) -> Result<(Journal, OpenReport), JournalError> {
         let opened = startup::open(config, &device_id, element.as_ref(), clock)?;
+        // Before this start's own records: what the previous run left.
+        let anchored_seq = opened
+            .last_checkpoint
+            .as_ref()
+            .map_or(0, |c| c.fields().seq);
+        let start_tail = StartTail {
+            head_seq: opened.head.seq,
+            anchored_seq,
+            unanchored: opened.head.seq.saturating_sub(anchored_seq),
+            clean_stop: anchor::ends_cleanly(&opened.store, opened.head.seq, anchored_seq),
+        };
+        let board = Arc::new(anchor::Board::load(&opened.store, opened.head.seq)?);
+        let recovered = opened.finding.is_some();
         let report = OpenReport {
             head_seq: opened.head.seq,
             finding: opened.finding.clone(),
             moved_to: opened.moved_to.clone(),
+            start_tail,
         };
         let (tx, rx) = mpsc::channel(config.max_group.max(1024));
         writer::spawn(
@@ -247,10 +280,23 @@ impl Journal {
             element,
             clock,
             opened,
+            anchor::Anchoring {
+                board: board.clone(),
+                start_tail,
+            },
             rx,
             tx.downgrade(),
         )?;
-        Ok((Journal { tx, device_id }, report))
+        Ok((
+            Journal {
+                tx,
+                device_id,
+                board,
+                start_tail,
+                recovered,
+            },
+            report,
+        ))
     }
 
     /// The device this journal belongs to.

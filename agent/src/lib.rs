@@ -3,6 +3,8 @@
 //!
 //! Modules:
 //! - [`daemon`]: the daemon's life: open, serve, stop.
+//! - [`anchor`]: store anchors (instance id, write generation) that let the journal notice a
+//!   clerk store or cache that was deleted, replaced or put back as an older copy.
 //! - [`api`]: the local API (Unix socket, newline-delimited JSON) and its client.
 //! - [`auth`]: clerk authentication policy (pure decisions, no I/O).
 //! - [`clerks`]: clerk logins with their I/O: stored clerks, sessions, audit events.
@@ -25,6 +27,7 @@
     )
 )]
 
+pub mod anchor;
 pub mod api;
 pub mod auth;
 pub mod cache;

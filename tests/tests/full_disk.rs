@@ -132,7 +132,13 @@ fn a_full_disk_refuses_appends_and_keeps_every_acknowledged_record() {
         .unwrap();
     let report =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "verify-journal failed: {report}");
+    // The journal stopped before a final checkpoint: everything verifies (exit 0), or it does
+    // with records after the last checkpoint that nothing anchors (exit 2, and it says so).
+    match out.status.code() {
+        Some(0) => {}
+        Some(2) => assert!(report.contains("TAIL NOT ANCHORED"), "{report}"),
+        _ => panic!("verify-journal failed: {report}"),
+    }
     let verified: u64 = report
         .split("records verified: ")
         .nth(1)

@@ -72,13 +72,31 @@ pub(super) async fn dispatch(ctx: &Ctx, peer: &Peer, request: Request) -> Respon
     }
 }
 
+/// `ok` only when nothing is wrong and nothing is unproven; otherwise the most serious first.
+fn condition(journal: &crate::journal::JournalStatus) -> String {
+    let tail = &journal.start_tail;
+    match (&journal.failure, &journal.finding) {
+        (Some(f), _) => format!("journal stopped: {f}"),
+        (None, Some(f)) => format!("tamper recovered: {f}"),
+        (None, None) if !journal.store_findings.is_empty() => {
+            format!("tamper detected: {}", journal.store_findings.join("; "))
+        }
+        (None, None) if tail.unanchored > 0 => format!(
+            "unanchored tail at start: the agent last stopped without a final checkpoint; records {}..={} were not TPM-anchored, so a cut there cannot be seen locally (the collector's acknowledgement covers shipped records)",
+            tail.anchored_seq.saturating_add(1),
+            tail.head_seq
+        ),
+        (None, None) if !tail.clean_stop => format!(
+            "unanchored tail at start: the agent last stopped without a final checkpoint; the journal ends at the checkpoint at seq {}, but records that followed it, if any, could have been cut unseen (the collector's acknowledgement covers shipped records)",
+            tail.anchored_seq
+        ),
+        (None, None) => "ok".to_owned(),
+    }
+}
+
 async fn status(ctx: &Ctx) -> MethodResult {
     let journal = ctx.journal.status().await.map_err(internal)?;
-    let condition = match (&journal.failure, &journal.finding) {
-        (Some(f), _) => format!("journal stopped: {f}"),
-        (None, None) => "ok".to_owned(),
-        (None, Some(f)) => format!("tamper recovered: {f}"),
-    };
+    let condition = condition(&journal);
     Ok(json!({
         "device_id": ctx.device_id.as_str(),
         "agent_version": env!("CARGO_PKG_VERSION"),

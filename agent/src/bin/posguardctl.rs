@@ -14,7 +14,7 @@ macro_rules! say {
         let _ = writeln!(std::io::stdout(), $($arg)*);
     }};
 }
-use posguard_agent::journal::verify_dir;
+use posguard_agent::journal::{Verdict, verify_dir};
 
 /// Operate a posguard agent on this terminal.
 #[derive(Debug, Parser)]
@@ -56,7 +56,10 @@ enum Command {
         path: PathBuf,
     },
     /// Verify an audit journal offline (on the terminal, or a copy taken from one): hash chain,
-    /// signatures, declared gaps, last checkpoint. Names the first bad record; exits 1 if any.
+    /// signatures, declared gaps, last checkpoint. Says what it proved: the records verified,
+    /// the last TPM-anchored seq and how many records follow it unanchored. Exit codes: 0
+    /// verified and anchored to the end, 2 verified but with an unanchored tail (a cut there
+    /// would not show), 1 a bad record or an unreadable journal (named), 64 bad usage.
     VerifyJournal {
         /// The journal directory (default on a terminal: /var/lib/posguard/journal).
         path: PathBuf,
@@ -262,26 +265,37 @@ fn main() -> ExitCode {
                     report.head_seq
                 );
                 match report.last_checkpoint {
-                    Some((seq, counter)) => {
-                        say!("  last checkpoint: seq {seq}, TPM counter {counter}")
-                    }
-                    None => say!("  last checkpoint: none"),
+                    Some((seq, counter)) => say!(
+                        "  last TPM-anchored seq: {seq} (checkpoint with TPM counter {counter})"
+                    ),
+                    None => say!("  last TPM-anchored seq: none (no checkpoint verified)"),
+                }
+                if report.first_bad.is_none() {
+                    say!("  records after it, not anchored: {}", report.unanchored);
                 }
                 if report.dik_from_journal {
                     say!(
                         "  identity key: the one stored in the journal (use --identity-key to check against a known key)"
                     );
                 }
-                match &report.first_bad {
-                    None => say!("OK: the journal verifies"),
-                    Some((seq, why)) => say!("FAILED: first bad record is seq {seq}: {why}"),
+                match (&report.first_bad, report.verdict) {
+                    (Some((seq, why)), _) => say!("FAILED: first bad record is seq {seq}: {why}"),
+                    (None, Verdict::UnanchoredTail) => say!(
+                        "VERIFIED, TAIL NOT ANCHORED: records {}..={} verify, but the journal does not end with a clean stop ({} records after the last checkpoint), so records cut after seq {} would not show here (compare with the collector's acknowledged seq)",
+                        report.first_seq.unwrap_or(report.head_seq),
+                        report.head_seq,
+                        report.unanchored,
+                        report.head_seq
+                    ),
+                    (None, _) => say!(
+                        "VERIFIED AND ANCHORED: records {}..={} verify and end with a clean stop whose checkpoint covers seq {}; complete as of its TPM counter value (the agent compares it with the TPM's at start)",
+                        report.first_seq.map_or("-".to_owned(), |s| s.to_string()),
+                        report.head_seq,
+                        report.head_seq
+                    ),
                 }
             }
-            if report.first_bad.is_none() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
+            ExitCode::from(report.verdict.exit_code())
         }
     }
 }

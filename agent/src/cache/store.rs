@@ -5,11 +5,12 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::CacheError;
 use super::record::TREE;
 use super::sync::GroupSync;
+use crate::anchor::AnchorCell;
 use crate::walk::walk_all;
 
 /// sled's log segment size: smaller than its default (512 KiB) for a small bound.
@@ -19,6 +20,9 @@ pub(crate) struct Store {
     dir: PathBuf,
     db: sled::Db,
     pub(crate) records: sled::Tree,
+    /// Holds the store's anchor (see `crate::anchor`).
+    meta: sled::Tree,
+    anchor: Arc<AnchorCell>,
     data_file: File,
     group: GroupSync,
     /// Bytes counted against the bound. Held while a writer reads, checks and replaces a
@@ -68,6 +72,8 @@ impl Store {
             }
         };
         let records = db.open_tree(TREE).map_err(CacheError::db("open tree"))?;
+        let meta = db.open_tree("meta").map_err(CacheError::db("open tree"))?;
+        let anchor = Arc::new(AnchorCell::load_or_create(&meta).map_err(CacheError::Anchor)?);
         let data_path = dir.join("db");
         let data_file = File::open(&data_path).map_err(|source| CacheError::Io {
             action: "open",
@@ -83,6 +89,8 @@ impl Store {
             dir: dir.to_path_buf(),
             db,
             records,
+            meta,
+            anchor,
             data_file,
             group: GroupSync::default(),
             writer: Mutex::new(used),
@@ -99,12 +107,20 @@ impl Store {
         self.group
             .sync(
                 || -> Result<(), CacheError> {
+                    let generation = self
+                        .anchor
+                        .stage(&self.meta)
+                        .map_err(CacheError::db("write anchor"))?;
                     self.db.flush().map_err(CacheError::db("flush"))?;
-                    self.data_file.sync_data().map_err(|source| CacheError::Io {
-                        action: "fdatasync",
-                        path: self.dir.join("db"),
-                        source,
-                    })
+                    self.data_file
+                        .sync_data()
+                        .map_err(|source| CacheError::Io {
+                            action: "fdatasync",
+                            path: self.dir.join("db"),
+                            source,
+                        })?;
+                    self.anchor.published(generation);
+                    Ok(())
                 },
                 |e| tracing::error!(error = %e, "cache: making writes durable failed"),
             )
@@ -115,6 +131,11 @@ impl Store {
     pub(crate) fn writer(&self) -> MutexGuard<'_, u64> {
         // Poisoned only by a panic while holding it; the count is then at worst stale.
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The store's anchor, for the journal to check and record.
+    pub(crate) fn anchor(&self) -> Arc<AnchorCell> {
+        self.anchor.clone()
     }
 
     pub(crate) fn used(&self) -> u64 {

@@ -5,11 +5,13 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use posguard_proto::text::ClerkId;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::anchor::AnchorCell;
 use crate::auth::{ClerkRecord, ClerkThrottle, TerminalBudget};
 
 /// A stored clerk (no secret in clear: the PIN/password only as its Argon2id hash, the TOTP seed
@@ -52,6 +54,9 @@ pub enum StoreError {
         /// What.
         what: &'static str,
     },
+    /// The store's anchor could not be read or made.
+    #[error("auth database: {0}")]
+    Anchor(#[from] crate::anchor::AnchorError),
 }
 
 pub(crate) struct AuthStore {
@@ -61,6 +66,8 @@ pub(crate) struct AuthStore {
     meta: sled::Tree,
     data_file: File,
     dir: PathBuf,
+    /// Instance id and write generation, recorded by the journal (see `crate::anchor`).
+    anchor: Arc<AnchorCell>,
 }
 
 impl std::fmt::Debug for AuthStore {
@@ -92,25 +99,38 @@ impl AuthStore {
             path: data_path,
             source,
         })?;
-        Ok(AuthStore {
+        let meta = db.open_tree("meta")?;
+        let anchor = Arc::new(AnchorCell::load_or_create(&meta)?);
+        let store = AuthStore {
             clerks: db.open_tree("clerks")?,
             throttle: db.open_tree("throttle")?,
-            meta: db.open_tree("meta")?,
+            meta,
             db,
             data_file,
             dir: dir.to_path_buf(),
-        })
+            anchor,
+        };
+        store.sync()?;
+        Ok(store)
     }
 
-    /// Makes every change so far durable (flush + fdatasync).
+    /// The store's anchor, for the journal to check and record.
+    pub(crate) fn anchor(&self) -> Arc<AnchorCell> {
+        self.anchor.clone()
+    }
+
+    /// Makes every change so far durable (flush + fdatasync), with the next write generation.
     pub(crate) fn sync(&self) -> Result<(), StoreError> {
+        let generation = self.anchor.stage(&self.meta)?;
         self.db.flush()?;
         self.data_file
             .sync_data()
             .map_err(|source| StoreError::Sync {
                 path: self.dir.join("db"),
                 source,
-            })
+            })?;
+        self.anchor.published(generation);
+        Ok(())
     }
 
     pub(crate) fn clerk(&self, id: &ClerkId) -> Result<Option<StoredClerk>, StoreError> {

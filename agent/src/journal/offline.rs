@@ -30,6 +30,46 @@ pub struct OfflineReport {
     pub first_bad: Option<(u64, String)>,
     /// Whether the identity key came from the journal itself rather than from the caller.
     pub dik_from_journal: bool,
+    /// The last record a verified checkpoint covers (0: none): up to here the chain is bound
+    /// to the TPM counter value of that checkpoint.
+    pub anchored_seq: u64,
+    /// Verified records after `anchored_seq`. Nothing binds them to the TPM: had records after
+    /// them been cut (a truncated file, a byte edited near the end after a kill), this check
+    /// could not tell.
+    pub unanchored: u64,
+    /// Whether the journal ends as a clean stop leaves it: an `agent_stopped` record with a
+    /// checkpoint at it. Otherwise records may have followed the last checkpoint and been cut,
+    /// even when none is left after it.
+    pub clean_stop: bool,
+    /// What was proved, in one word (also the exit code of `posguardctl verify-journal`).
+    pub verdict: Verdict,
+}
+
+/// What an offline verification proved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Every record verifies and the journal ends with a clean stop's checkpoint (exit 0).
+    /// Complete as of that checkpoint's TPM counter value: a cut through checkpoints shows
+    /// only against the terminal's TPM counter (the agent compares them at start).
+    Anchored,
+    /// Every record verifies, but the journal does not end with a clean stop: `unanchored`
+    /// records follow the last checkpoint (maybe none), and whether more followed cannot be
+    /// proved here (exit 2).
+    UnanchoredTail,
+    /// A record, the chain, a gap or the checkpoint does not verify (exit 1).
+    Broken,
+}
+
+impl Verdict {
+    /// The exit code `posguardctl verify-journal` gives it.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Verdict::Anchored => 0,
+            Verdict::Broken => 1,
+            Verdict::UnanchoredTail => 2,
+        }
+    }
 }
 
 /// Verifies the journal in `dir`. With `dik_spki`, signatures are checked against that device
@@ -70,6 +110,17 @@ pub fn verify_dir(dir: &Path, dik_spki: Option<&[u8]>) -> Result<OfflineReport, 
         what: format!("identity key: {e}"),
     })?;
     let scan = scan::scan(&store, &dik, &device_id, scan::Depth::Full)?;
+    let anchored_seq = scan.last_checkpoint.as_ref().map_or(0, |c| c.fields().seq);
+    let unanchored = scan.head.seq.saturating_sub(anchored_seq);
+    let clean_stop =
+        scan.problem.is_none() && super::anchor::ends_cleanly(&store, scan.head.seq, anchored_seq);
+    let verdict = if scan.problem.is_some() {
+        Verdict::Broken
+    } else if !clean_stop {
+        Verdict::UnanchoredTail
+    } else {
+        Verdict::Anchored
+    };
     Ok(OfflineReport {
         device_id: device_id.to_string(),
         records: scan.count,
@@ -81,6 +132,10 @@ pub fn verify_dir(dir: &Path, dik_spki: Option<&[u8]>) -> Result<OfflineReport, 
             .map(|c| (c.fields().seq, c.fields().nv_counter)),
         first_bad: scan.problem,
         dik_from_journal: dik_spki.is_none(),
+        anchored_seq,
+        unanchored,
+        clean_stop,
+        verdict,
     })
 }
 

@@ -17,6 +17,7 @@ use super::store::{
     META_BASE, META_CHECKPOINT_PENDING, META_DEVICE_ID, META_DIK, META_HEAD, META_SHIPPED, Store,
     seq_key,
 };
+use super::witness;
 use super::{JournalConfig, JournalError};
 use crate::clock::Clock;
 
@@ -42,6 +43,15 @@ pub enum Finding {
         /// The error.
         reason: String,
     },
+    /// The journal directory was deleted or emptied: its witness says a journal existed at
+    /// TPM counter `witnessed_counter` (`None`: the witness did not parse), and the counter has
+    /// moved on since, so checkpoints were made into a journal that is gone.
+    Missing {
+        /// The counter value the witness recorded at the journal's creation.
+        witnessed_counter: Option<u64>,
+        /// The TPM's counter.
+        tpm_counter: u64,
+    },
 }
 
 impl std::fmt::Display for Finding {
@@ -58,6 +68,16 @@ impl std::fmt::Display for Finding {
                 write!(f, "broken chain at seq {seq}: {reason}")
             }
             Finding::Unreadable { reason } => write!(f, "unreadable journal database: {reason}"),
+            Finding::Missing {
+                witnessed_counter,
+                tpm_counter,
+            } => write!(
+                f,
+                "journal missing: the journal was deleted or replaced by an empty one (its witness {}; the TPM counter is {tpm_counter}); a new chain starts here",
+                witnessed_counter.map_or("does not parse".to_owned(), |c| format!(
+                    "records TPM counter {c} at its creation"
+                ))
+            ),
         }
     }
 }
@@ -74,6 +94,9 @@ impl Finding {
             },
             Finding::BrokenChain { seq, .. } => TamperFinding::BrokenChain { seq: *seq },
             Finding::Unreadable { .. } => TamperFinding::UnreadableDatabase {
+                store: journal_code(),
+            },
+            Finding::Missing { .. } => TamperFinding::StoreMissing {
                 store: journal_code(),
             },
         }
@@ -165,16 +188,55 @@ pub(crate) fn open(
         }
     }
     let shipped = store.get_u64(META_SHIPPED)?.unwrap_or(0).min(scan.head.seq);
+    let pending = store.get_u64(META_CHECKPOINT_PENDING)?.is_some();
+    let finding = witness_check(config, device_id, &scan, tpm_counter, pending);
     Ok(Opened {
         head: scan.head,
         shipped,
         count: scan.count,
         bytes: scan.bytes,
         last_checkpoint: scan.last_checkpoint,
-        finding: None,
+        finding,
         moved_to: None,
         store,
     })
+}
+
+/// A journal that holds nothing yet (no record, no base, no checkpoint) is either a first start
+/// or one that vanished: its witness tells which (`witness`). The witness is (re)written for a
+/// new journal and wherever it is missing. `pending`: the journal's first checkpoint was
+/// interrupted between the counter increment and its storage (a kill during the very first
+/// start), so the counter may be one past the witness without any journal having been lost.
+fn witness_check(
+    config: &JournalConfig,
+    device_id: &DeviceId,
+    scan: &Scan,
+    tpm_counter: u64,
+    pending: bool,
+) -> Option<Finding> {
+    let witness = witness::read_witness(&config.dir, device_id);
+    let empty = scan.head.seq == 0 && scan.last_checkpoint.is_none();
+    let counter = if pending {
+        tpm_counter.saturating_sub(1)
+    } else {
+        tpm_counter
+    };
+    let finding = if empty {
+        witness::vanished(witness, counter).map(|witnessed_counter| Finding::Missing {
+            witnessed_counter,
+            tpm_counter,
+        })
+    } else {
+        None
+    };
+    if empty || witness.is_none() {
+        // Not fatal: the agent must keep enforcing logins on a full disk; the cost is that a
+        // later deletion of this journal would look like a first start.
+        if let Err(e) = witness::write_witness(&config.dir, device_id, tpm_counter) {
+            tracing::error!(error = %e, "cannot write the journal's witness; a later deletion of the journal would go unnoticed at start");
+        }
+    }
+    finding
 }
 
 fn aside_path(dir: &Path) -> PathBuf {

@@ -44,6 +44,8 @@ pub(super) struct Writer {
     /// Why the journal stopped accepting events: a commit or compaction failed (a full disk, an
     /// I/O error), so the chain state on disk is uncertain. Shown in status.
     failure: Option<String>,
+    /// Store anchors recorded at checkpoints, and the start's tail (see `anchor`).
+    anchoring: super::anchor::Anchoring,
 }
 
 /// Group commits between two looks at the directory's size.
@@ -53,12 +55,15 @@ const COMPACT_AT_PERCENT: u64 = 75;
 
 type Pending = Vec<(oneshot::Sender<Result<u64, JournalError>>, u64)>;
 
+// Everything the writer takes over, once, at open: a struct would only move this list.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn spawn(
     config: JournalConfig,
     device_id: DeviceId,
     element: Arc<dyn SecureElement>,
     clock: Clock,
     opened: Opened,
+    anchoring: super::anchor::Anchoring,
     rx: mpsc::Receiver<Command>,
     ticker: mpsc::WeakSender<Command>,
 ) -> Result<(), JournalError> {
@@ -82,6 +87,7 @@ pub(super) fn spawn(
         moved_to: opened.moved_to.map(|p| p.display().to_string()),
         commits_since_size_check: 0,
         failure: None,
+        anchoring,
     };
     w.start()?;
     std::thread::Builder::new()
@@ -213,6 +219,7 @@ impl Writer {
             .and_then(|()| self.store.make_durable());
         match result {
             Ok(()) => {
+                self.anchoring.board.durable_head(self.head.seq);
                 for (reply, seq) in pending {
                     let _ = reply.send(Ok(seq));
                 }
@@ -282,6 +289,7 @@ impl Writer {
     pub(super) fn checkpoint(&mut self) -> Result<Checkpoint, JournalError> {
         self.store
             .put(META_CHECKPOINT_PENDING, &self.head.seq.to_be_bytes())?;
+        self.anchoring.board.record(&self.store)?;
         self.store.make_durable()?;
         let cp = sign::checkpoint(self.element.as_ref(), &self.device_id, self.head)?;
         self.store
@@ -312,6 +320,8 @@ impl Writer {
             finding: self.finding.as_ref().map(|f| f.to_string()),
             moved_to: self.moved_to.clone(),
             failure: self.failure.clone(),
+            start_tail: self.anchoring.start_tail,
+            store_findings: self.anchoring.board.findings(),
         }
     }
 

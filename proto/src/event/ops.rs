@@ -78,6 +78,28 @@ pub enum TamperFinding {
     },
     /// Anything else, named by a short code.
     Other(ShortCode),
+    /// A store the journal knew of is gone: its directory was deleted or emptied (`journal`,
+    /// `clerks`, `cache`). For the journal, the new chain's first record says so.
+    StoreMissing {
+        /// Which store.
+        store: ShortCode,
+    },
+    /// Another store stands where the journal knew one: a different instance (a fresh store,
+    /// another device's, a copy of another terminal's).
+    StoreReplaced {
+        /// Which store.
+        store: ShortCode,
+    },
+    /// The store is an older copy of itself: its write generation is below the one the journal
+    /// last recorded for it.
+    StoreOlder {
+        /// Which store.
+        store: ShortCode,
+        /// The generation the journal recorded.
+        recorded_generation: u64,
+        /// The generation the store holds.
+        found_generation: u64,
+    },
 }
 
 /// Records dropped from the journal because unshipped records would have overflowed its bound.

@@ -79,6 +79,15 @@ fn finding() -> impl Strategy<Value = TamperFinding> {
         any::<u64>().prop_map(|seq| TamperFinding::BrokenChain { seq }),
         code().prop_map(|store| TamperFinding::UnreadableDatabase { store }),
         code().prop_map(TamperFinding::Other),
+        code().prop_map(|store| TamperFinding::StoreMissing { store }),
+        code().prop_map(|store| TamperFinding::StoreReplaced { store }),
+        (code(), any::<u64>(), any::<u64>()).prop_map(
+            |(store, recorded_generation, found_generation)| TamperFinding::StoreOlder {
+                store,
+                recorded_generation,
+                found_generation,
+            }
+        ),
     ]
 }
 
