@@ -219,6 +219,14 @@ pub trait StoreTx {
     ) -> Result<(), StoreError>;
     /// Stores an alert.
     fn put_alert(&mut self, alert: &NewAlert) -> Result<(), StoreError>;
+    /// Whether an alert of `kind` with exactly `detail` is stored for the device (the same
+    /// cause: a refused batch sent again must not raise a second alert).
+    fn has_alert(
+        &mut self,
+        device_id: &str,
+        kind: AlertKind,
+        detail: &str,
+    ) -> Result<bool, StoreError>;
     /// Events of `kind` (optionally of one device) with wall time at or after `since_ms`.
     fn count_events(
         &mut self,

@@ -62,10 +62,16 @@ impl Run<'_> {
         if let Err(e) = checked {
             return Ok(Err(e.into()));
         }
-        if self
+        let new = self
             .tx
-            .put_fork(&self.id, seq, record.hash(), record.as_bytes(), self.now_ms)?
-        {
+            .put_fork(&self.id, seq, record.hash(), record.as_bytes(), self.now_ms)?;
+        if new && seq == 1 && !self.regressed {
+            // A different first record: the device's chain started again from the genesis.
+            self.regressed()?;
+        } else if new && !self.regressed && !self.fork_alerted {
+            // One alert per batch: every record of a forked stretch is kept aside, one alert
+            // names where it starts.
+            self.fork_alerted = true;
             self.alert(
                 AlertKind::Fork,
                 format!("second record for seq {seq} with a different hash, kept aside"),

@@ -208,6 +208,20 @@ impl StoreTx for SqliteTx<'_, '_> {
         Ok(())
     }
 
+    fn has_alert(
+        &mut self,
+        device_id: &str,
+        kind: AlertKind,
+        detail: &str,
+    ) -> Result<bool, StoreError> {
+        let n: u64 = self.row(
+            "SELECT COUNT(*) FROM alerts WHERE device_id = ?1 AND kind = ?2 AND detail = ?3",
+            params![device_id, kind.name(), detail],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
+    }
+
     fn count_events(
         &mut self,
         kind: &str,
