@@ -6,6 +6,7 @@
 //! - `tls`: the client configuration (pinned fleet CA, or platform roots plus the fleet CA).
 //! - `http`: one keep-alive connection and the classification of failures.
 //! - `backoff`: retry delays.
+//! - `batch`: the journal-key certificates a batch carries (those its records need).
 //! - `renew`: automatic certificate renewal over the same channel.
 //! - `shipper`: the loop.
 //!
@@ -13,6 +14,7 @@
 //! which blocks, and must never stall the threads that serve the local API.
 
 mod backoff;
+mod batch;
 mod http;
 mod renew;
 mod shipper;

@@ -9,8 +9,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use posguard_proto::event::{
-    Actor, CommandRef, CommandRefusal, Event, EventKind, PeerCred, Source,
+    Actor, CommandRef, CommandRefusal, Event, EventKind, PeerCred, Source, TamperFinding,
 };
+use posguard_proto::text::ShortCode;
 use posguard_proto::uplink::{CommandKind, DeviceStatus, SignedCommand, UplinkAck, UplinkBatch};
 use ring::rand::{SecureRandom, SystemRandom};
 use tokio_util::sync::CancellationToken;
@@ -60,6 +61,8 @@ struct Shipper {
     /// Records read while the previous batch was in flight: (first seq asked for, records).
     /// Used only if the collector then expects exactly that seq.
     prefetched: Option<(u64, Vec<posguard_proto::record::Record>)>,
+    /// The collector position last reported as beyond this journal's head.
+    ahead_reported: Option<u64>,
 }
 
 fn me() -> PeerCred {
@@ -103,6 +106,7 @@ pub(super) async fn run(deps: UplinkDeps, stop: CancellationToken) {
         ops_key,
         renew: RenewSchedule::new(),
         prefetched: None,
+        ahead_reported: None,
     };
     loop {
         if stop.is_cancelled() {
@@ -233,7 +237,7 @@ impl Shipper {
         let journal = &self.deps.journal;
         let internal =
             |e: crate::journal::JournalError| UplinkError::Config(format!("journal: {e}"));
-        let records = match self.prefetched.take() {
+        let mut records = match self.prefetched.take() {
             Some((from, records))
                 if from == self.next_seq && records.len() <= self.batch_records =>
             {
@@ -254,21 +258,19 @@ impl Shipper {
         if records.is_empty() && !heartbeat_due {
             return Ok(Progress::Idle);
         }
+        let key_ids = super::batch::cut_to_key_limit(&mut records);
         let (first, last) = (
             records.first().map(|r| r.seq()),
             records.last().map(|r| r.seq()),
         );
-        let certs = journal.certs().await.map_err(internal)?;
+        let certs = journal.certs_for(key_ids).await.map_err(internal)?;
         let checkpoints = match (first, last) {
             (Some(a), Some(b)) => journal.checkpoints(a, b).await.map_err(internal)?,
             _ => Vec::new(),
         };
         let status = journal.status().await.map_err(internal)?;
         let mut batch = UplinkBatch::new();
-        batch.certs = certs
-            .into_iter()
-            .take(posguard_proto::uplink::MAX_BATCH_CERTS)
-            .collect();
+        batch.certs = certs;
         batch.checkpoints = checkpoints;
         batch.records = records.into_iter().map(|r| r.into_bytes()).collect();
         batch.status = Some(DeviceStatus {
@@ -347,12 +349,46 @@ impl Shipper {
     }
 
     async fn acknowledged(&mut self, ack: &UplinkAck) -> Result<(), crate::journal::JournalError> {
+        let before = self.deps.journal.status().await?;
+        if ack.highest_stored > before.head_seq {
+            self.collector_ahead(ack.highest_stored, before.head_seq)
+                .await;
+        } else if ack.highest_stored < before.shipped_seq {
+            tracing::warn!(
+                collector = ack.highest_stored,
+                acknowledged_before = before.shipped_seq,
+                "uplink: the collector holds less than it acknowledged (restored from a backup?); resending from its position"
+            );
+        }
+        // The collector's position is the truth both ways: records it no longer holds become
+        // unshipped again and are resent from `next_expected` (as long as they are stored here).
         self.deps.journal.ack(ack.highest_stored).await?;
         self.next_seq = ack.next_expected.max(ack.highest_stored.saturating_add(1));
         let stats = &self.deps.stats;
         stats.batches_acked.fetch_add(1, Ordering::Relaxed);
         stats.acked_seq.store(ack.highest_stored, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// The collector stored records beyond this journal's head: the journal went back (deleted,
+    /// replaced, or its tail cut). Journaled once per position the collector reports.
+    async fn collector_ahead(&mut self, collector: u64, head: u64) {
+        if self.ahead_reported == Some(collector) {
+            return;
+        }
+        self.ahead_reported = Some(collector);
+        tracing::error!(
+            collector,
+            head,
+            "uplink: the collector holds records beyond this journal's head: the journal went back"
+        );
+        let finding = match ShortCode::new("behind_collector") {
+            Ok(code) => TamperFinding::Other(code),
+            Err(_) => TamperFinding::BrokenChain {
+                seq: head.saturating_add(1),
+            },
+        };
+        self.journal(EventKind::TamperDetected { finding }).await;
     }
 
     async fn journal(&self, kind: EventKind) {
