@@ -206,6 +206,13 @@ pub trait StoreTx {
     ) -> Result<bool, StoreError>;
     /// The stored checkpoint with the highest counter.
     fn last_checkpoint(&mut self, device_id: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// The stored checkpoints next to `nv_counter`: the one with the highest counter below it and
+    /// the one with the lowest counter above it.
+    fn checkpoints_around(
+        &mut self,
+        device_id: &str,
+        nv_counter: u64,
+    ) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>), StoreError>;
     /// Whether this exact checkpoint is stored.
     fn has_checkpoint(&mut self, device_id: &str, raw: &[u8]) -> Result<bool, StoreError>;
     /// Stores a verified checkpoint.

@@ -189,3 +189,61 @@ async fn a_collector_behind_the_device_asks_for_what_it_lost() {
     );
     srv.stop().await;
 }
+
+#[tokio::test]
+async fn an_older_checkpoint_arriving_late_is_no_rollback_but_a_real_one_is() {
+    let pki = pki();
+    let srv = start(&pki, "").await;
+    let mut dev = device(&pki, "term-0105");
+    let cfg = client_config(&pki, Some(&dev));
+    let cert = dev.journal_cert(1);
+    let first: Vec<Record> = (0..3).map(|_| dev.logout()).collect();
+    // A start with head 3 checkpointed (counter 5) after 1..=3 had been shipped without it.
+    let late = dev.checkpoint(5);
+    let second: Vec<Record> = (0..3).map(|_| dev.logout()).collect();
+    let newer = dev.checkpoint(6);
+    let mut b = UplinkBatch::new();
+    b.certs = vec![cert.clone()];
+    b.records = first.iter().map(|r| r.as_bytes().to_vec()).collect();
+    assert_eq!(
+        post(srv.addr, cfg.clone(), b.to_bytes().unwrap())
+            .await
+            .unwrap()
+            .0,
+        200
+    );
+    b.records = second.iter().map(|r| r.as_bytes().to_vec()).collect();
+    b.checkpoints = vec![newer];
+    assert_eq!(
+        post(srv.addr, cfg.clone(), b.to_bytes().unwrap())
+            .await
+            .unwrap()
+            .0,
+        200
+    );
+    // A resend from seq 1 carries the older checkpoint: it fits between what is stored.
+    b.records = first
+        .iter()
+        .chain(&second)
+        .map(|r| r.as_bytes().to_vec())
+        .collect();
+    b.checkpoints = vec![late];
+    let (status, _, body) = post(srv.addr, cfg.clone(), b.to_bytes().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body:?}");
+    assert!(
+        alert_kinds(&srv.db).is_empty(),
+        "{:?}",
+        alert_kinds(&srv.db)
+    );
+    // A higher counter at a lower seq is a rollback (the journal was put back).
+    dev.head = first[2].head();
+    let rolled_back = dev.checkpoint(7);
+    b.records = first.iter().map(|r| r.as_bytes().to_vec()).collect();
+    b.checkpoints = vec![rolled_back];
+    let (status, _, body) = post(srv.addr, cfg, b.to_bytes().unwrap()).await.unwrap();
+    assert_eq!(status, 422);
+    assert_eq!(&body[..], b"counter_rollback");
+    srv.stop().await;
+}

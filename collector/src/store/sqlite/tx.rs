@@ -168,6 +168,30 @@ impl StoreTx for SqliteTx<'_, '_> {
             .optional()?)
     }
 
+    fn checkpoints_around(
+        &mut self,
+        device_id: &str,
+        nv_counter: u64,
+    ) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>), StoreError> {
+        let below = self
+            .row(
+                "SELECT raw FROM checkpoints WHERE device_id = ?1 AND nv_counter < ?2
+                 ORDER BY nv_counter DESC LIMIT 1",
+                params![device_id, nv_counter],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let above = self
+            .row(
+                "SELECT raw FROM checkpoints WHERE device_id = ?1 AND nv_counter > ?2
+                 ORDER BY nv_counter ASC LIMIT 1",
+                params![device_id, nv_counter],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok((below, above))
+    }
+
     fn has_checkpoint(&mut self, device_id: &str, raw: &[u8]) -> Result<bool, StoreError> {
         let n: u64 = self.row(
             "SELECT COUNT(*) FROM checkpoints WHERE device_id = ?1 AND raw = ?2",
