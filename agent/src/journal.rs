@@ -39,6 +39,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::Clock;
 pub use offline::{OfflineReport, read_events, verify_dir};
+pub use retire::{KeyRing, key_ring};
 pub use startup::Finding;
 pub use store::dir_size;
 

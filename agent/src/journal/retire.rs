@@ -104,3 +104,32 @@ impl Writer {
 fn db(context: &'static str) -> impl Fn(sled::Error) -> JournalError {
     move |source| JournalError::Db { context, source }
 }
+
+/// How many journal-key certificates a journal directory holds, and how many distinct keys sign
+/// its stored records: after retirement the two differ at most by this start's key (which may
+/// not have signed yet). Opens the database, so the agent must not be running.
+pub fn key_ring(dir: &std::path::Path) -> Result<KeyRing, JournalError> {
+    let store = super::store::Store::open(dir, 1024 * 1024)?;
+    let mut signers = std::collections::HashSet::new();
+    for item in walk_all(&store.records) {
+        let (_, v) = item.map_err(db("read records"))?;
+        let record =
+            posguard_proto::record::Record::from_bytes(&v).map_err(|e| JournalError::Corrupt {
+                what: format!("stored record: {e}"),
+            })?;
+        signers.insert(*record.journal_key_id());
+    }
+    Ok(KeyRing {
+        certificates: store.certs.len(),
+        signing_keys: signers.len(),
+    })
+}
+
+/// What [`key_ring`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyRing {
+    /// Certificates stored.
+    pub certificates: usize,
+    /// Distinct journal keys that signed a stored record.
+    pub signing_keys: usize,
+}
