@@ -68,7 +68,7 @@ impl Run<'_> {
         if new && seq == 1 && !self.regressed {
             // A different first record: the device's chain started again from the genesis.
             self.regressed()?;
-        } else if new && !self.regressed && !self.fork_alerted {
+        } else if new && !self.fork_alerted && !self.regression_known()? {
             // One alert per batch: every record of a forked stretch is kept aside, one alert
             // names where it starts.
             self.fork_alerted = true;

@@ -53,12 +53,28 @@ impl Run<'_> {
     /// One `chain_regressed` alert for the device's journal falling below the stored head.
     pub(super) fn regressed(&mut self) -> Result<(), StoreError> {
         self.regressed = true;
-        let detail = format!(
+        let detail = self.regression_detail();
+        self.alert_once(AlertKind::ChainRegressed, detail)
+    }
+
+    /// Whether `chain_regressed` was raised for the current stored head: forks that follow
+    /// (the rest of the restarted chain, resent after an agent restart) are that same cause.
+    pub(super) fn regression_known(&mut self) -> Result<bool, StoreError> {
+        if !self.regressed {
+            let detail = self.regression_detail();
+            self.regressed = self
+                .tx
+                .has_alert(&self.id, AlertKind::ChainRegressed, &detail)?;
+        }
+        Ok(self.regressed)
+    }
+
+    fn regression_detail(&self) -> String {
+        format!(
             "the device's journal went back below seq {} stored here (deleted, replaced, or its tail cut): \
              it reports a lower head or restarted its chain",
             self.stored_before
-        );
-        self.alert_once(AlertKind::ChainRegressed, detail)
+        )
     }
 
     /// Raises an alert unless one of this kind with this detail is stored for the device.
