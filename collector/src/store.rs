@@ -171,6 +171,9 @@ pub struct AlertRow {
     pub at_ms: u64,
 }
 
+/// The encoded checkpoints just below and just above a counter, where there are such.
+pub type Around = (Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// What one transaction can read and write.
 pub trait StoreTx {
     /// Runs `f` inside a savepoint: if it fails, what it wrote is undone, its error returned,
@@ -212,7 +215,7 @@ pub trait StoreTx {
         &mut self,
         device_id: &str,
         nv_counter: u64,
-    ) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>), StoreError>;
+    ) -> Result<Around, StoreError>;
     /// Whether this exact checkpoint is stored.
     fn has_checkpoint(&mut self, device_id: &str, raw: &[u8]) -> Result<bool, StoreError>;
     /// Stores a verified checkpoint.

@@ -172,7 +172,7 @@ impl StoreTx for SqliteTx<'_, '_> {
         &mut self,
         device_id: &str,
         nv_counter: u64,
-    ) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>), StoreError> {
+    ) -> Result<crate::store::Around, StoreError> {
         let below = self
             .row(
                 "SELECT raw FROM checkpoints WHERE device_id = ?1 AND nv_counter < ?2
