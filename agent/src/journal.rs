@@ -10,6 +10,7 @@
 //!   and checkpoints signed by the device identity key with the TPM counter.
 //! - `compact`: replacing the sled database by a compact copy when it nears its bound.
 //! - `prune`: keeping the journal within its bound, shipped records first, never a silent gap.
+//! - `retire`: dropping journal-key certificates no stored record needs (the key ring's bound).
 //! - `scan`: reading a journal end to end and verifying it (used at start and offline).
 //! - `offline`: reading and verifying a journal directory offline (`posguardctl verify-journal`).
 //! - `witness`: the file beside the journal that makes a deleted or emptied journal a finding.
@@ -22,6 +23,7 @@ mod anchor;
 mod compact;
 mod offline;
 mod prune;
+mod retire;
 mod scan;
 mod sign;
 mod startup;
@@ -43,6 +45,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::clock::Clock;
 pub use anchor::StartTail;
 pub use offline::{OfflineReport, Verdict, read_events, verify_dir};
+pub use retire::{KeyRing, key_ring};
 pub use startup::Finding;
 pub use store::dir_size;
 
@@ -208,7 +211,10 @@ pub(crate) enum Command {
         max_bytes: usize,
         reply: oneshot::Sender<Result<Vec<Record>, JournalError>>,
     },
-    Certs(oneshot::Sender<Result<Vec<Vec<u8>>, JournalError>>),
+    CertsFor(
+        Vec<[u8; 8]>,
+        oneshot::Sender<Result<Vec<Vec<u8>>, JournalError>>,
+    ),
     Checkpoints {
         from: u64,
         to: u64,
@@ -338,7 +344,8 @@ impl Journal {
     }
 
     /// Marks records up to `seq` as shipped and acknowledged by the collector; they become the
-    /// first to be pruned.
+    /// first to be pruned. A `seq` below the earlier acknowledgement (a collector restored from
+    /// a backup) makes the records above it unshipped again.
     pub async fn ack(&self, seq: u64) -> Result<(), JournalError> {
         self.ask(|r| Command::Ack(seq, r)).await?
     }
@@ -374,9 +381,10 @@ impl Journal {
         .await?
     }
 
-    /// The encoded journal-key certificates of the records still stored.
-    pub async fn certs(&self) -> Result<Vec<Vec<u8>>, JournalError> {
-        self.ask(Command::Certs).await?
+    /// The encoded journal-key certificates of the keys `ids` (those stored; a batch needs the
+    /// ones its records name).
+    pub async fn certs_for(&self, ids: Vec<[u8; 8]>) -> Result<Vec<Vec<u8>>, JournalError> {
+        self.ask(|reply| Command::CertsFor(ids, reply)).await?
     }
 
     /// The encoded checkpoints at sequence numbers `from..=to`.

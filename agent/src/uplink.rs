@@ -8,6 +8,7 @@
 //!   collector (signed by the fleet CA, newest wins).
 //! - `http`: one keep-alive connection and the classification of failures.
 //! - `backoff`: retry delays.
+//! - `batch`: the journal-key certificates a batch carries (those its records need).
 //! - `renew`: automatic certificate renewal over the same channel.
 //! - `shipper`: the loop.
 //!
@@ -16,6 +17,7 @@
 
 mod backoff;
 mod crl;
+mod batch;
 mod http;
 mod renew;
 mod shipper;

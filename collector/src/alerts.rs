@@ -19,6 +19,9 @@ pub enum AlertKind {
     BadSignature,
     /// A checkpoint's NV counter went back (a restored old database).
     CounterRollback,
+    /// A device's journal went back below what the collector stored: it reports a lower head,
+    /// or its chain restarted at seq 1 (journal deleted, replaced, or its tail cut).
+    ChainRegressed,
     /// A honeypot account was used.
     Honeypot,
     /// Many lockouts across the fleet within a short window.
@@ -44,6 +47,7 @@ impl AlertKind {
             Self::Fork => "fork",
             Self::BadSignature => "bad_signature",
             Self::CounterRollback => "counter_rollback",
+            Self::ChainRegressed => "chain_regressed",
             Self::Honeypot => "honeypot",
             Self::LockoutStorm => "lockout_storm",
             Self::MfaFailures => "mfa_failures",
@@ -55,12 +59,13 @@ impl AlertKind {
     }
 
     /// Every kind, for metrics.
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 13] = [
         Self::ChainGap,
         Self::ChainBroken,
         Self::Fork,
         Self::BadSignature,
         Self::CounterRollback,
+        Self::ChainRegressed,
         Self::Honeypot,
         Self::LockoutStorm,
         Self::MfaFailures,

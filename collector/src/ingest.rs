@@ -9,6 +9,7 @@
 pub mod certs;
 mod events;
 mod history;
+mod position;
 pub mod reason;
 pub mod row;
 
@@ -91,6 +92,13 @@ struct Run<'t> {
     report: IngestReport,
     /// Hashes stored by this batch, by seq.
     batch_hashes: HashMap<u64, [u8; 32]>,
+    /// The device's highest stored seq before this batch.
+    stored_before: u64,
+    /// This batch showed the device's journal went back (forks then raise no alert of their
+    /// own: the `chain_regressed` alert covers them).
+    regressed: bool,
+    /// A fork alert was raised for this batch (one per batch, not one per forked record).
+    fork_alerted: bool,
 }
 
 /// A batch with the work that needs no store done: records decoded, hashed, their bodies
@@ -233,8 +241,22 @@ pub fn ingest(
             alerts: Vec::new(),
         },
         batch_hashes: HashMap::new(),
+        stored_before: device.highest_stored,
+        regressed: false,
+        fork_alerted: false,
     };
     run.touch_device(&mut device, batch)?;
+    run.check_head(batch)?;
+    if run.collector_behind(&device, prepared) {
+        run.tx.put_device(&device)?;
+        let head = device.highest_stored;
+        run.report.ack = UplinkAck {
+            highest_stored: head,
+            next_expected: head.saturating_add(1),
+            commands: run.tx.pending_commands(&run.id)?,
+        };
+        return Ok(run.report);
+    }
     let state = device.chain_state.clone().unwrap_or_else(|| ChainState {
         head: ChainHead::genesis(&peer.device_id),
         pending_gaps: Vec::new(),
@@ -257,7 +279,7 @@ pub fn ingest(
                 .iter()
                 .map(|g| format!("{}-{}", g.first, g.last))
                 .collect();
-            run.alert(
+            run.alert_once(
                 AlertKind::ChainGap,
                 format!(
                     "records missing, not yet declared dropped: {}",
@@ -331,7 +353,8 @@ impl Run<'_> {
     fn fail(&mut self, e: &Fail) -> Result<(), StoreError> {
         let (code, kind) = reason::classify(&e.reason);
         self.report.rejected = Some(code);
-        self.alert(kind, format!("batch refused ({code}): {e}"))
+        // A retry of the same batch fails the same way: one alert for the cause, not per try.
+        self.alert_once(kind, format!("batch refused ({code}): {e}"))
     }
 
     fn verify_and_store(

@@ -171,6 +171,9 @@ pub struct AlertRow {
     pub at_ms: u64,
 }
 
+/// The encoded checkpoints just below and just above a counter, where there are such.
+pub type Around = (Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// What one transaction can read and write.
 pub trait StoreTx {
     /// Runs `f` inside a savepoint: if it fails, what it wrote is undone, its error returned,
@@ -206,6 +209,13 @@ pub trait StoreTx {
     ) -> Result<bool, StoreError>;
     /// The stored checkpoint with the highest counter.
     fn last_checkpoint(&mut self, device_id: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// The stored checkpoints next to `nv_counter`: the one with the highest counter below it and
+    /// the one with the lowest counter above it.
+    fn checkpoints_around(
+        &mut self,
+        device_id: &str,
+        nv_counter: u64,
+    ) -> Result<Around, StoreError>;
     /// Whether this exact checkpoint is stored.
     fn has_checkpoint(&mut self, device_id: &str, raw: &[u8]) -> Result<bool, StoreError>;
     /// Stores a verified checkpoint.
@@ -219,6 +229,14 @@ pub trait StoreTx {
     ) -> Result<(), StoreError>;
     /// Stores an alert.
     fn put_alert(&mut self, alert: &NewAlert) -> Result<(), StoreError>;
+    /// Whether an alert of `kind` with exactly `detail` is stored for the device (the same
+    /// cause: a refused batch sent again must not raise a second alert).
+    fn has_alert(
+        &mut self,
+        device_id: &str,
+        kind: AlertKind,
+        detail: &str,
+    ) -> Result<bool, StoreError>;
     /// Events of `kind` (optionally of one device) with wall time at or after `since_ms`.
     fn count_events(
         &mut self,

@@ -154,6 +154,7 @@ impl Writer {
             });
             expect = self.next_stored_after(v.seq)?;
         }
+        let front_moved = base.is_some();
         if let Some(base) = base {
             self.store.put(META_BASE, &Store::head_bytes(&base))?;
             let old = walk(
@@ -185,7 +186,11 @@ impl Writer {
                 .apply_batch(batch)
                 .map_err(db("prune records"))?;
         }
-        self.store.make_durable()
+        self.store.make_durable()?;
+        if front_moved && let Err(e) = self.retire_certs() {
+            tracing::warn!(error = %e, "journal: old certificates not retired");
+        }
+        Ok(())
     }
 
     fn next_stored_after(&self, seq: u64) -> Result<Option<u64>, JournalError> {

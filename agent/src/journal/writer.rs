@@ -21,7 +21,7 @@ use super::store::{
 };
 use super::{Command, JournalConfig, JournalError, JournalStatus};
 use crate::clock::Clock;
-use crate::walk::{walk, walk_all};
+use crate::walk::walk;
 
 pub(super) struct Writer {
     pub(super) config: JournalConfig,
@@ -137,7 +137,16 @@ impl Writer {
             self.append_now(&event)?;
         }
         self.checkpoint()?;
+        // Certificates of earlier starts that sign no stored record are not needed any more.
+        if let Err(e) = self.retire_certs() {
+            tracing::warn!(error = %e, "journal: old certificates not retired");
+        }
         Ok(())
+    }
+
+    /// This start's journal key id.
+    pub(super) fn key_id(&self) -> [u8; 8] {
+        self.key.id
     }
 
     pub(super) fn system_event(&self, kind: EventKind) -> Event {
@@ -362,7 +371,10 @@ impl Writer {
             Command::Append(..) | Command::Shutdown(_) => {}
             Command::Tick => self.after_commit(),
             Command::Ack(seq, reply) => {
-                self.shipped = self.shipped.max(seq.min(self.head.seq));
+                // The collector's word, both ways: after it was restored from a backup it holds
+                // less than it once acknowledged, and what it lost must count as unshipped again
+                // (kept ahead of shipped records when pruning, and resent).
+                self.shipped = seq.min(self.head.seq);
                 let r = self.store.put(META_SHIPPED, &self.shipped.to_be_bytes());
                 let _ = reply.send(r);
             }
@@ -394,9 +406,11 @@ impl Writer {
                 });
                 let _ = reply.send(found);
             }
-            Command::Certs(reply) => {
-                let certs = walk_all(&self.store.certs)
-                    .map(|i| i.map(|(_, v)| v.to_vec()))
+            Command::CertsFor(ids, reply) => {
+                let certs = ids
+                    .iter()
+                    .filter_map(|id| self.store.certs.get(id).transpose())
+                    .map(|i| i.map(|v| v.to_vec()))
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|source| JournalError::Db {
                         context: "read certificates",

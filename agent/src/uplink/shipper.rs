@@ -15,6 +15,8 @@ use posguard_proto::uplink::{CommandKind, DeviceStatus, SignedCommand, UplinkAck
 use ring::rand::{SecureRandom, SystemRandom};
 use tokio_util::sync::CancellationToken;
 
+mod ack;
+
 use super::http::Connection;
 use super::renew::{self, RenewSchedule};
 use super::{Backoff, UplinkDeps, UplinkError, crl, ops_key, tls};
@@ -62,6 +64,8 @@ struct Shipper {
     prefetched: Option<(u64, Vec<posguard_proto::record::Record>)>,
     /// When the fleet CRL was last asked for on the current connection.
     crl_checked: Option<Instant>,
+    /// The collector position last reported as beyond this journal's head.
+    ahead_reported: Option<u64>,
 }
 
 fn me() -> PeerCred {
@@ -106,6 +110,7 @@ pub(super) async fn run(deps: UplinkDeps, stop: CancellationToken) {
         renew: RenewSchedule::new(),
         prefetched: None,
         crl_checked: None,
+        ahead_reported: None,
     };
     loop {
         if stop.is_cancelled() {
@@ -266,7 +271,7 @@ impl Shipper {
         let journal = &self.deps.journal;
         let internal =
             |e: crate::journal::JournalError| UplinkError::Config(format!("journal: {e}"));
-        let records = match self.prefetched.take() {
+        let mut records = match self.prefetched.take() {
             Some((from, records))
                 if from == self.next_seq && records.len() <= self.batch_records =>
             {
@@ -287,21 +292,19 @@ impl Shipper {
         if records.is_empty() && !heartbeat_due {
             return Ok(Progress::Idle);
         }
+        let key_ids = super::batch::cut_to_key_limit(&mut records);
         let (first, last) = (
             records.first().map(|r| r.seq()),
             records.last().map(|r| r.seq()),
         );
-        let certs = journal.certs().await.map_err(internal)?;
+        let certs = journal.certs_for(key_ids).await.map_err(internal)?;
         let checkpoints = match (first, last) {
             (Some(a), Some(b)) => journal.checkpoints(a, b).await.map_err(internal)?,
             _ => Vec::new(),
         };
         let status = journal.status().await.map_err(internal)?;
         let mut batch = UplinkBatch::new();
-        batch.certs = certs
-            .into_iter()
-            .take(posguard_proto::uplink::MAX_BATCH_CERTS)
-            .collect();
+        batch.certs = certs;
         batch.checkpoints = checkpoints;
         batch.records = records.into_iter().map(|r| r.into_bytes()).collect();
         batch.status = Some(DeviceStatus {
@@ -377,15 +380,6 @@ impl Shipper {
                 })
             }
         }
-    }
-
-    async fn acknowledged(&mut self, ack: &UplinkAck) -> Result<(), crate::journal::JournalError> {
-        self.deps.journal.ack(ack.highest_stored).await?;
-        self.next_seq = ack.next_expected.max(ack.highest_stored.saturating_add(1));
-        let stats = &self.deps.stats;
-        stats.batches_acked.fetch_add(1, Ordering::Relaxed);
-        stats.acked_seq.store(ack.highest_stored, Ordering::Relaxed);
-        Ok(())
     }
 
     async fn journal(&self, kind: EventKind) {

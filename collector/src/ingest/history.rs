@@ -62,10 +62,16 @@ impl Run<'_> {
         if let Err(e) = checked {
             return Ok(Err(e.into()));
         }
-        if self
+        let new = self
             .tx
-            .put_fork(&self.id, seq, record.hash(), record.as_bytes(), self.now_ms)?
-        {
+            .put_fork(&self.id, seq, record.hash(), record.as_bytes(), self.now_ms)?;
+        if new && seq == 1 && !self.regressed {
+            // A different first record: the device's chain started again from the genesis.
+            self.regressed()?;
+        } else if new && !self.fork_alerted && !self.regression_known()? {
+            // One alert per batch: every record of a forked stretch is kept aside, one alert
+            // names where it starts.
+            self.fork_alerted = true;
             self.alert(
                 AlertKind::Fork,
                 format!("second record for seq {seq} with a different hash, kept aside"),
@@ -88,12 +94,26 @@ impl Run<'_> {
         if let Err(e) = cp.verify(&self.peer.dik, &self.peer.device_id, Some(hash)) {
             return Ok(Err(e.into()));
         }
-        if let Some(prev) = self.tx.last_checkpoint(&self.id)? {
-            let prev =
-                Checkpoint::from_bytes(&prev).map_err(|_| StoreError::Corrupt("checkpoint"))?;
-            if let Err(e) = cp.check_follows(&prev) {
-                return Ok(Err(e.into()));
-            }
+        // Checked against its neighbours in counter order, not only the newest: an agent resending
+        // from below the collector's head (a lost acknowledgement, a refused batch sent again)
+        // can carry an older checkpoint the collector never saw (made at a start whose records
+        // were already shipped). Its counter is lower than the newest, but so is its seq: that is
+        // no rollback. A rollback shows as a higher counter at a lower seq, on either side.
+        let (below, above) = self
+            .tx
+            .checkpoints_around(&self.id, cp.fields().nv_counter)?;
+        let decode = |raw: Vec<u8>| {
+            Checkpoint::from_bytes(&raw).map_err(|_| StoreError::Corrupt("checkpoint"))
+        };
+        if let Some(below) = below.map(decode).transpose()?
+            && let Err(e) = cp.check_follows(&below)
+        {
+            return Ok(Err(e.into()));
+        }
+        if let Some(above) = above.map(decode).transpose()?
+            && let Err(e) = above.check_follows(cp)
+        {
+            return Ok(Err(e.into()));
         }
         let f = cp.fields();
         self.tx

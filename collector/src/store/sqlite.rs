@@ -60,6 +60,9 @@ CREATE TABLE IF NOT EXISTS certs (
     received_ms INTEGER NOT NULL,
     PRIMARY KEY (device_id, raw)
 );
+-- The certificates a batch's chain walk needs are found by seq, never by reading them all
+-- (a device adds one per agent start that wrote records: thousands over its lifetime).
+CREATE INDEX IF NOT EXISTS certs_by_seq ON certs (device_id, first_seq);
 CREATE TABLE IF NOT EXISTS checkpoints (
     device_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
@@ -77,6 +80,8 @@ CREATE TABLE IF NOT EXISTS alerts (
     at_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS alerts_by_kind ON alerts (kind, at_ms);
+-- Looking up an alert's cause before raising it again (one alert per cause per device).
+CREATE INDEX IF NOT EXISTS alerts_by_device ON alerts (device_id, kind);
 CREATE TABLE IF NOT EXISTS commands (
     device_id TEXT NOT NULL,
     id INTEGER NOT NULL,

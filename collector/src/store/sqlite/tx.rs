@@ -168,6 +168,30 @@ impl StoreTx for SqliteTx<'_, '_> {
             .optional()?)
     }
 
+    fn checkpoints_around(
+        &mut self,
+        device_id: &str,
+        nv_counter: u64,
+    ) -> Result<crate::store::Around, StoreError> {
+        let below = self
+            .row(
+                "SELECT raw FROM checkpoints WHERE device_id = ?1 AND nv_counter < ?2
+                 ORDER BY nv_counter DESC LIMIT 1",
+                params![device_id, nv_counter],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let above = self
+            .row(
+                "SELECT raw FROM checkpoints WHERE device_id = ?1 AND nv_counter > ?2
+                 ORDER BY nv_counter ASC LIMIT 1",
+                params![device_id, nv_counter],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok((below, above))
+    }
+
     fn has_checkpoint(&mut self, device_id: &str, raw: &[u8]) -> Result<bool, StoreError> {
         let n: u64 = self.row(
             "SELECT COUNT(*) FROM checkpoints WHERE device_id = ?1 AND raw = ?2",
@@ -206,6 +230,20 @@ impl StoreTx for SqliteTx<'_, '_> {
             ],
         )?;
         Ok(())
+    }
+
+    fn has_alert(
+        &mut self,
+        device_id: &str,
+        kind: AlertKind,
+        detail: &str,
+    ) -> Result<bool, StoreError> {
+        let n: u64 = self.row(
+            "SELECT COUNT(*) FROM alerts WHERE device_id = ?1 AND kind = ?2 AND detail = ?3",
+            params![device_id, kind.name(), detail],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
     }
 
     fn count_events(
