@@ -1,7 +1,7 @@
 //! Alert kinds and the rules that raise them from stored events. Alerts are rows in the store
 //! (`posguard-collector alerts`), counted in the metrics and logged.
 
-use posguard_proto::event::{Event, EventKind, Severity};
+use posguard_proto::event::{Event, EventKind, Severity, TamperFinding};
 use serde::Serialize;
 
 /// What an alert is about. The names are stable (JSON output, metrics labels, docs).
@@ -36,6 +36,13 @@ pub enum AlertKind {
     EnrollmentRefused,
     /// A revoked certificate tried to connect or sent a request (crate::revocation).
     RevokedCertificate,
+    /// The terminal's own start-up check found its stores tampered with or damaged (a
+    /// `tamper_detected` or `tamper_recovered` record: rollback, broken chain, unreadable,
+    /// missing, replaced or older store, a journal behind the collector).
+    Tamper,
+    /// The terminal dropped unshipped records to stay within its journal bound (a
+    /// `journal_overflow` record declares the range).
+    JournalOverflow,
 }
 
 impl AlertKind {
@@ -55,11 +62,13 @@ impl AlertKind {
             Self::CertExpiry => "cert_expiry",
             Self::EnrollmentRefused => "enrollment_refused",
             Self::RevokedCertificate => "revoked_certificate",
+            Self::Tamper => "tamper",
+            Self::JournalOverflow => "journal_overflow",
         }
     }
 
     /// Every kind, for metrics.
-    pub const ALL: [Self; 13] = [
+    pub const ALL: [Self; 15] = [
         Self::ChainGap,
         Self::ChainBroken,
         Self::Fork,
@@ -73,6 +82,8 @@ impl AlertKind {
         Self::CertExpiry,
         Self::EnrollmentRefused,
         Self::RevokedCertificate,
+        Self::Tamper,
+        Self::JournalOverflow,
     ];
 }
 
@@ -121,13 +132,82 @@ pub enum WindowRule {
     MfaFailures,
 }
 
+/// An alert a stored event raises at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Immediate {
+    /// What.
+    pub kind: AlertKind,
+    /// How serious.
+    pub severity: Severity,
+    /// Detail, built from ids, numbers and kind names only.
+    pub detail: String,
+}
+
+fn finding_detail(finding: &TamperFinding) -> String {
+    match finding {
+        TamperFinding::Rollback {
+            stored_counter,
+            tpm_counter,
+        } => format!(
+            "rollback: journal checkpoint counter {stored_counter}, TPM counter {tpm_counter}"
+        ),
+        TamperFinding::BrokenChain { seq } => format!("broken chain at seq {seq}"),
+        TamperFinding::UnreadableDatabase { store } => format!("{store} unreadable"),
+        TamperFinding::Other(code) => code.to_string(),
+        TamperFinding::StoreMissing { store } => format!("{store} missing"),
+        TamperFinding::StoreReplaced { store } => format!("{store} replaced"),
+        TamperFinding::StoreOlder {
+            store,
+            recorded_generation,
+            found_generation,
+        } => format!(
+            "{store} older copy (generation {found_generation}, journal recorded {recorded_generation})"
+        ),
+        // A finding this collector does not know yet (a newer agent): still an alert.
+        _ => "a finding this collector version does not name".to_owned(),
+    }
+}
+
 /// What a stored event means for alerting: an immediate alert, or a windowed rule to check.
-pub fn classify(event: &Event) -> Option<Result<(AlertKind, String), WindowRule>> {
+pub fn classify(event: &Event) -> Option<Result<Immediate, WindowRule>> {
+    let immediate = |kind, severity, detail| {
+        Some(Ok(Immediate {
+            kind,
+            severity,
+            detail,
+        }))
+    };
     match &event.kind {
-        EventKind::HoneypotTriggered { clerk } => Some(Ok((
+        EventKind::HoneypotTriggered { clerk } => immediate(
             AlertKind::Honeypot,
+            Severity::Critical,
             format!("honeypot account {clerk} used"),
-        ))),
+        ),
+        EventKind::TamperDetected { finding } => immediate(
+            AlertKind::Tamper,
+            Severity::Critical,
+            format!("tamper detected: {}", finding_detail(finding)),
+        ),
+        EventKind::TamperRecovered { finding, .. } => immediate(
+            AlertKind::Tamper,
+            Severity::Critical,
+            format!(
+                "tamper recovered onto a fresh journal: {}",
+                finding_detail(finding)
+            ),
+        ),
+        EventKind::JournalOverflow(o) => immediate(
+            AlertKind::JournalOverflow,
+            if o.dropped_critical > 0 {
+                Severity::Critical
+            } else {
+                Severity::Warning
+            },
+            format!(
+                "{} records dropped in seq {}..={} ({} security-critical)",
+                o.dropped, o.first_seq, o.last_seq, o.dropped_critical
+            ),
+        ),
         EventKind::LockedOut { .. } => Some(Err(WindowRule::LockoutStorm)),
         EventKind::MfaFailed { .. } => Some(Err(WindowRule::MfaFailures)),
         _ => None,

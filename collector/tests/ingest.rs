@@ -313,6 +313,88 @@ async fn event_alerts_honeypot_and_mfa_failures() {
 }
 
 #[tokio::test]
+async fn tamper_findings_and_overflow_raise_their_alerts_once_each() {
+    use posguard_proto::event::{Overflow, TamperFinding};
+    use posguard_proto::text::ShortCode;
+    let pki = pki();
+    let srv = start(&pki, "").await;
+    let mut dev = device(&pki, "term-0012");
+    let cfg = client_config(&pki, Some(&dev));
+    let clerks = ShortCode::new("clerks").unwrap();
+    let mut records = vec![
+        dev.record(EventKind::TamperDetected {
+            finding: TamperFinding::StoreOlder {
+                store: clerks.clone(),
+                recorded_generation: 9,
+                found_generation: 4,
+            },
+        }),
+        dev.record(EventKind::TamperRecovered {
+            finding: TamperFinding::StoreMissing {
+                store: ShortCode::new("journal").unwrap(),
+            },
+            moved_to: None,
+        }),
+    ];
+    // Records 3..=5 are dropped by the terminal and declared by the overflow record 6.
+    for _ in 3..=5 {
+        dev.record(EventKind::HoneypotTriggered {
+            clerk: ClerkId::new("never-sent").unwrap(),
+        });
+    }
+    records.push(dev.record(EventKind::JournalOverflow(Overflow {
+        first_seq: 3,
+        last_seq: 5,
+        dropped: 3,
+        dropped_critical: 0,
+    })));
+    let (status, _, _) = post(srv.addr, cfg.clone(), batch(vec![dev.journal_cert(1)], &records))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    // The same batch again (a retry) stores nothing new and raises nothing new.
+    let (status, _, _) = post(srv.addr, cfg, batch(vec![dev.journal_cert(1)], &records))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let alerts = SqliteStore::open(&srv.db)
+        .unwrap()
+        .alerts(None, None)
+        .unwrap();
+    assert!(
+        !alerts.iter().any(|a| a.kind == "honeypot"),
+        "the dropped records never arrived: {alerts:?}"
+    );
+    let tamper: Vec<_> = alerts.iter().filter(|a| a.kind == "tamper").collect();
+    assert_eq!(tamper.len(), 2, "{alerts:?}");
+    assert!(
+        tamper.iter().all(|a| a.severity == "critical"),
+        "{alerts:?}"
+    );
+    assert!(
+        tamper
+            .iter()
+            .any(|a| a.detail.contains("clerks older copy (generation 4, journal recorded 9)")),
+        "{alerts:?}"
+    );
+    assert!(
+        tamper.iter().any(|a| a.detail.contains("journal missing")),
+        "{alerts:?}"
+    );
+    let overflow: Vec<_> = alerts
+        .iter()
+        .filter(|a| a.kind == "journal_overflow")
+        .collect();
+    assert_eq!(overflow.len(), 1, "{alerts:?}");
+    assert_eq!(overflow[0].severity, "warning");
+    assert!(
+        overflow[0].detail.contains("3 records dropped in seq 3..=5"),
+        "{alerts:?}"
+    );
+    srv.stop().await;
+}
+
+#[tokio::test]
 async fn oversized_body_gets_413() {
     let pki = pki();
     let srv = start(&pki, "body_limit = 1024\n").await;

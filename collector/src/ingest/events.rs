@@ -24,7 +24,7 @@ impl Run<'_> {
         }
         match classify(event) {
             None => Ok(()),
-            Some(Ok((kind, detail))) => self.alert_with(kind, Severity::Critical, detail, true),
+            Some(Ok(alert)) => self.alert_with(alert.kind, alert.severity, alert.detail, true),
             Some(Err(rule)) => self.window_rule(rule, event),
         }
     }
