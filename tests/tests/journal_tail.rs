@@ -134,7 +134,7 @@ fn a_tail_cut_below_what_the_cache_saw_is_a_finding() {
         .as_u64()
         .unwrap();
     drop(agent); // SIGKILL
-    truncate(&t.path("journal").join("db"), 300);
+    truncate(&t.path("journal").join("db"), 1500);
     let status = t.run();
     let head = status["journal"]["start_tail"]["head_seq"]
         .as_u64()
