@@ -353,6 +353,12 @@ impl Run<'_> {
     fn fail(&mut self, e: &Fail) -> Result<(), StoreError> {
         let (code, kind) = reason::classify(&e.reason);
         self.report.rejected = Some(code);
+        // A device whose journal went back (`chain_regressed` raised for this stored head) sends
+        // records and checkpoints that disagree with the stored ones (a checkpoint of its new
+        // chain at a stored seq): that is the same cause, not a new fork.
+        if kind == AlertKind::Fork && self.regression_known()? {
+            return Ok(());
+        }
         // A retry of the same batch fails the same way: one alert for the cause, not per try.
         self.alert_once(kind, format!("batch refused ({code}): {e}"))
     }

@@ -27,6 +27,8 @@ pub(super) struct Answer {
     pub(super) status: u16,
     pub(super) retry_after: Option<Duration>,
     pub(super) error_code: Option<String>,
+    /// The collector's highest stored seq for this device, sent with refusals of a batch.
+    pub(super) highest_stored: Option<u64>,
     pub(super) body: Bytes,
 }
 
@@ -177,6 +179,8 @@ impl Connection {
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .map(Duration::from_secs);
             let error_code = header("x-posguard-error");
+            let highest_stored =
+                header("x-posguard-highest-stored").and_then(|v| v.trim().parse::<u64>().ok());
             let body = Limited::new(response.into_body(), MAX_RESPONSE)
                 .collect()
                 .await
@@ -186,6 +190,7 @@ impl Connection {
                 status,
                 retry_after,
                 error_code,
+                highest_stored,
                 body,
             })
         };

@@ -370,6 +370,14 @@ impl Shipper {
                 .into())
             }
             status => {
+                // A refused batch still says where the collector stands: beyond this journal's
+                // head means the journal went back (its new chain is refused at the link).
+                if let Some(collector) = answer.highest_stored
+                    && let Ok(now) = self.deps.journal.status().await
+                    && collector > now.head_seq
+                {
+                    self.collector_ahead(collector, now.head_seq).await;
+                }
                 if status >= 500 || status == 408 || status == 422 {
                     // Stored prefix (422) or nothing; the next try resumes from the collector's word.
                     self.conn = None;

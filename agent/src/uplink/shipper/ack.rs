@@ -40,7 +40,7 @@ impl Shipper {
 
     /// The collector stored records beyond this journal's head: the journal went back (deleted,
     /// replaced, or its tail cut). Journaled once per position the collector reports.
-    async fn collector_ahead(&mut self, collector: u64, head: u64) {
+    pub(super) async fn collector_ahead(&mut self, collector: u64, head: u64) {
         if self.ahead_reported == Some(collector) {
             return;
         }
