@@ -140,6 +140,13 @@ pub enum JournalError {
     /// The event could not be encoded (too large) or the sequence is exhausted.
     #[error("journal: cannot build record: {0}")]
     Build(String),
+    /// The database cannot be opened or read at all (sled refused it, or crashed, hung or ran
+    /// out of memory on a copy of it).
+    #[error("the journal database is unreadable: {reason}")]
+    Unreadable {
+        /// What happened.
+        reason: String,
+    },
     /// The writer thread has stopped (shutdown, or a fatal storage error).
     #[error("the journal is closed")]
     Closed,

@@ -56,7 +56,9 @@ enum Command {
         path: PathBuf,
     },
     /// Verify an audit journal offline (on the terminal, or a copy taken from one): hash chain,
-    /// signatures, declared gaps, last checkpoint. Names the first bad record; exits 1 if any.
+    /// signatures, declared gaps, last checkpoint. Names the first bad record. Exit codes: 0 the
+    /// journal verifies, 1 a bad record was found, 2 the database cannot be read at all (not a
+    /// journal, or damaged beyond opening), 64 bad usage.
     VerifyJournal {
         /// The journal directory (default on a terminal: /var/lib/posguard/journal).
         path: PathBuf,
@@ -189,7 +191,15 @@ fn login(socket: &std::path::Path, clerk: &str) -> ExitCode {
     }
 }
 
+/// `verify-journal`: the database cannot be read at all (documented in docs/journal.md).
+const EXIT_UNREADABLE: u8 = 2;
+
 fn main() -> ExitCode {
+    // A re-executed copy of this binary probing a store for the daemon (or verify-journal).
+    if let Some(code) = posguard_agent::storeguard::run_probe_if_asked() {
+        return code;
+    }
+    posguard_agent::storeguard::enable_self_exec();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -236,8 +246,13 @@ fn main() -> ExitCode {
             let report = match verify_dir(&path, key.as_deref()) {
                 Ok(r) => r,
                 Err(e) => {
+                    if json {
+                        say!("{}", serde_json::json!({ "unreadable": e.to_string() }));
+                    } else {
+                        say!("UNREADABLE: no record could be verified: {e}");
+                    }
                     eprintln!("posguardctl: {e}");
-                    return ExitCode::FAILURE;
+                    return ExitCode::from(EXIT_UNREADABLE);
                 }
             };
             if json {
