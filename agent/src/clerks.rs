@@ -60,6 +60,8 @@ pub struct Clerks {
     /// A valid Argon2id hash of nothing anyone knows: unknown clerks are checked against it so
     /// that their answer takes as long as a known clerk's.
     decoy_phc: String,
+    /// The stored database, if it was unreadable at start and replaced by a fresh one.
+    recovered: Option<crate::storeguard::MovedAside>,
 }
 
 /// An authenticated request's session.
@@ -86,7 +88,20 @@ impl Clerks {
         journal: Journal,
         clock: Clock,
     ) -> Result<Self, StoreError> {
-        let store = AuthStore::open(&state_dir.join("auth"))?;
+        let dir = state_dir.join("auth");
+        // A damaged database is moved aside untouched and replaced by an empty one: clerks,
+        // lockouts and the lockdown flag are lost, and with no clerk nobody can log in until a
+        // technician enrols the first admin again (docs/runbook.md).
+        let recovered = crate::storeguard::check_or_move_aside(
+            &dir,
+            crate::storeguard::StoreKind::Clerks,
+            |copy| AuthStore::check(copy).map_err(|e| e.to_string()),
+        )
+        .map_err(|source| StoreError::Sync {
+            path: dir.clone(),
+            source,
+        })?;
+        let store = AuthStore::open(&dir)?;
         let now = Clock::mono_ns();
         for (id, mut state) in store.all_throttles()? {
             state.rebase(now);
@@ -115,7 +130,13 @@ impl Clerks {
             rng: SystemRandom::new(),
             live: Mutex::new(Live::default()),
             decoy_phc,
+            recovered,
         })
+    }
+
+    /// The clerk database found unreadable at start and moved aside, if it was.
+    pub fn recovered(&self) -> Option<&crate::storeguard::MovedAside> {
+        self.recovered.as_ref()
     }
 
     fn random<const N: usize>(&self) -> Result<[u8; N], ApiError> {

@@ -15,6 +15,8 @@ use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
 
+use crate::storeguard::MovedAside;
+
 /// What can go wrong with the data key or a value it protects.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -107,6 +109,27 @@ impl DataKey {
         }
     }
 
+    /// [`DataKey::load_or_create`] for the daemon: a blob the secure element rejects as data
+    /// (damaged, truncated, sealed by another TPM) is moved aside untouched and a new key is
+    /// made, so that a damaged file cannot keep the agent from starting. What the old key
+    /// protected (admins' TOTP seeds, cached records of key version 1) cannot be opened any
+    /// more; the caller journals and reports the [`MovedAside`]. Any other error (the TPM
+    /// unreachable) is returned: nothing is moved for a fault that is not in the file.
+    pub fn load_or_replace(
+        element: &dyn SecureElement,
+        state_dir: &Path,
+    ) -> Result<(Self, Option<MovedAside>), DataKeyError> {
+        match Self::load_or_create(element, state_dir) {
+            Ok(key) => Ok((key, None)),
+            Err(DataKeyError::Hal(HalError::SealedBlob { reason })) => {
+                let path = state_dir.join(SEALED_FILE);
+                let moved = move_blob_aside(&path, "datakey", reason)?;
+                Ok((Self::load_or_create(element, state_dir)?, Some(moved)))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Wraps raw key bytes (32).
     pub fn from_raw(raw: &[u8]) -> Result<Self, DataKeyError> {
         let raw = Zeroizing::new(raw.to_vec());
@@ -160,6 +183,23 @@ impl DataKey {
     }
 }
 
+fn move_blob_aside(
+    path: &Path,
+    store: &'static str,
+    reason: String,
+) -> Result<MovedAside, DataKeyError> {
+    let moved_to = crate::storeguard::move_aside(path).map_err(|source| DataKeyError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    tracing::error!(file = %path.display(), %reason, moved_to = %moved_to.display(), "sealed data key unreadable: moved aside");
+    Ok(MovedAside {
+        store,
+        reason,
+        moved_to,
+    })
+}
+
 /// The key version held in [`SEALED_FILE`]. It is also the key of the clerk database's TOTP seeds,
 /// which carry no key version, so the keyring never destroys it.
 pub const KEYRING_SHARED_VERSION: u32 = 1;
@@ -198,6 +238,8 @@ pub struct Keyring {
     keys: std::sync::RwLock<std::collections::BTreeMap<u32, std::sync::Arc<DataKey>>>,
     /// One rotation at a time: two would pick the same next version.
     rotating: std::sync::Mutex<()>,
+    /// Damaged key files moved aside at open.
+    moved: Vec<MovedAside>,
 }
 
 impl std::fmt::Debug for Keyring {
@@ -222,6 +264,7 @@ impl Keyring {
         };
         std::fs::create_dir_all(state_dir).map_err(io)?;
         let mut keys = std::collections::BTreeMap::new();
+        let mut moved = Vec::new();
         for entry in std::fs::read_dir(state_dir).map_err(io)? {
             let entry = entry.map_err(io)?;
             let name = entry.file_name();
@@ -237,7 +280,16 @@ impl Keyring {
                     path: path.clone(),
                     source,
                 })?;
-                let raw = element.unseal(&SealedBlob::from_bytes(bytes))?;
+                let raw = match element.unseal(&SealedBlob::from_bytes(bytes)) {
+                    Ok(raw) => raw,
+                    // A damaged blob of a later version: only the records sealed with it are
+                    // lost (the cache answers them `unreadable`); the agent still starts.
+                    Err(HalError::SealedBlob { reason }) if version != KEYRING_SHARED_VERSION => {
+                        moved.push(move_blob_aside(&path, "cache_key", reason)?);
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 keys.insert(version, std::sync::Arc::new(DataKey::from_raw(&raw)?));
             }
         }
@@ -250,7 +302,13 @@ impl Keyring {
             element,
             keys: std::sync::RwLock::new(keys),
             rotating: std::sync::Mutex::new(()),
+            moved,
         })
+    }
+
+    /// Sealed key files found damaged at open and moved aside.
+    pub fn moved_aside(&self) -> &[MovedAside] {
+        &self.moved
     }
 
     fn read(

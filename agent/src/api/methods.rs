@@ -68,11 +68,36 @@ pub(super) async fn dispatch(ctx: &Ctx, peer: &Peer, request: Request) -> Respon
 
 async fn status(ctx: &Ctx) -> MethodResult {
     let journal = ctx.journal.status().await.map_err(internal)?;
-    let condition = match (&journal.failure, &journal.finding) {
+    let mut condition = match (&journal.failure, &journal.finding) {
         (Some(f), _) => format!("journal stopped: {f}"),
         (None, None) => "ok".to_owned(),
         (None, Some(f)) => format!("tamper recovered: {f}"),
     };
+    for moved in &ctx.recovered {
+        let lost = match moved.store {
+            "clerks" => {
+                "every clerk, lockout and the lockdown flag were lost: enrol the first admin again (docs/runbook.md)"
+            }
+            "datakey" => {
+                "a new data key was made: admins' TOTP seeds and cached transactions sealed with the old one cannot be opened; re-enrol admins' TOTP (docs/runbook.md)"
+            }
+            "cache_key" => {
+                "cached transactions sealed with that key version cannot be opened (docs/runbook.md)"
+            }
+            _ => "its cached transactions were not restored (docs/runbook.md)",
+        };
+        let note = format!(
+            "{} database unreadable ({}), moved to {}; {lost}",
+            moved.store,
+            moved.reason,
+            moved.moved_to.display()
+        );
+        condition = if condition == "ok" {
+            format!("tamper recovered: {note}")
+        } else {
+            format!("{condition}; {note}")
+        };
+    }
     Ok(json!({
         "device_id": ctx.device_id.as_str(),
         "agent_version": env!("CARGO_PKG_VERSION"),
@@ -87,6 +112,7 @@ async fn status(ctx: &Ctx) -> MethodResult {
         "lockdown": ctx.clerks.lockdown(),
         "journal": journal,
         "uplink": ctx.uplink.as_ref().map(|u| u.to_json()),
+        "stores_recovered": ctx.recovered,
     }))
 }
 
