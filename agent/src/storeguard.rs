@@ -166,7 +166,13 @@ fn probe_in_child(
     if let Some(stderr) = child.stderr.take() {
         let _ = stderr.take(PROBE_MESSAGE_MAX).read_to_string(&mut message);
     }
-    let message = message.trim().lines().last().unwrap_or("").to_owned();
+    // A panic's message is on the line after "panicked at …"; backtrace notes say nothing.
+    let message = message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("note:") && !l.starts_with("stack backtrace"))
+        .collect::<Vec<_>>()
+        .join(" ");
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (Some(PROBE_OK), _) => Ok(()),
