@@ -209,7 +209,7 @@ impl Drop for Scratch {
 
 /// Copies the store at `dir` to a fresh scratch directory beside it.
 pub fn scratch_copy(dir: &Path) -> std::io::Result<Scratch> {
-    let name = dir.file_name().unwrap_or_else(|| dir.as_os_str());
+    let name = dir.file_name().unwrap_or(dir.as_os_str());
     let mut root_name = OsString::from(name);
     root_name.push(".probe");
     let root = dir.with_file_name(root_name);
