@@ -239,14 +239,16 @@ pub fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Renames `path` to `<path>.tampered-<unix ms>` without opening it, and makes the rename
-/// durable. Returns the new name.
+/// Renames `path` to `<path>.tampered-<unix s>.<ms>` without opening it, and makes the rename
+/// durable. Returns the new name. (Not the 13 digits of unix milliseconds in one run: event
+/// text refuses runs that long as possible card numbers, and the tamper event names the path.)
 pub fn move_aside(path: &Path) -> std::io::Result<PathBuf> {
     let mut name = path
         .file_name()
         .map(OsString::from)
         .unwrap_or_else(|| OsString::from("store"));
-    name.push(format!(".tampered-{}", crate::clock::Clock::wall_ms()));
+    let ms = crate::clock::Clock::wall_ms();
+    name.push(format!(".tampered-{}.{:03}", ms / 1000, ms % 1000));
     let aside = path.with_file_name(name);
     std::fs::rename(path, &aside)?;
     if let Some(parent) = aside.parent() {
@@ -306,6 +308,16 @@ pub fn check_or_move_aside(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_aside_name_fits_in_an_event() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("journal");
+        std::fs::create_dir_all(&dir).unwrap();
+        let aside = move_aside(&dir).unwrap();
+        assert!(!dir.exists() && aside.is_dir());
+        posguard_proto::text::SafeText::new(aside.display().to_string()).unwrap();
+    }
 
     #[test]
     fn kinds_round_trip_their_codes() {

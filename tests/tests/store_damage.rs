@@ -96,8 +96,9 @@ fn call(socket: &Path, method: &str, params: Value) -> Value {
 }
 
 /// Gives every store content: journal records, a cache record, a clerk (enrolled when the
-/// clerk database is empty) and a throttle state from a failed login.
-fn populate(socket: &Path, round: u64) {
+/// clerk database is empty) and a throttle state from a failed login. True if a clerk was
+/// enrolled (the clerk database was empty).
+fn populate(socket: &Path, round: u64) -> bool {
     posguard_e2e::append_business_events(socket, 2, 10, round);
     let put = call(
         socket,
@@ -120,6 +121,7 @@ fn populate(socket: &Path, round: u64) {
         );
         assert_eq!(login["ok"], false, "{login}");
     }
+    enrolled["ok"] == true
 }
 
 /// SHA-256 of every regular file under `path` (or of `path` itself), by relative name.
@@ -274,7 +276,7 @@ fn every_region_of_every_store_file_damaged_the_agent_still_serves() {
     // A journal of several sled segments (128 KiB each): damage in the middle of a large log
     // is what makes sled 0.34 panic ("tried to serialize Uninitialized").
     posguard_e2e::append_business_events(&t.socket, 4, 500, 0);
-    populate(&t.socket, 0);
+    assert!(populate(&t.socket, 0));
     assert!(agent.stop().success());
     // Journal cases start from this large journal each time (a journal found bad is replaced
     // by a small fresh one). Put back, it is also older than the TPM counter: the agent then
@@ -294,7 +296,7 @@ fn every_region_of_every_store_file_damaged_the_agent_still_serves() {
     ];
     let started = Instant::now();
     let (mut cases, mut skipped, mut moved, mut verdicts) = (0u64, 0u64, 0u64, [0u64; 3]);
-    let (mut round, mut crashed) = (0u64, 0u64);
+    let (mut round, mut crashed, mut recovered_events) = (0u64, 0u64, 0u64);
     let (mut t_verify, mut t_start, mut t_rest) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     let only = std::env::var("POSGUARD_STORE_SWEEP_ONLY").ok();
     for (store_name, store, files) in &stores {
@@ -349,19 +351,68 @@ fn every_region_of_every_store_file_damaged_the_agent_still_serves() {
                         condition.starts_with("tamper recovered"),
                         "{what}: moved aside but status says {condition}"
                     );
+                    let reported = if journal {
+                        status["journal"]["moved_to"].clone()
+                    } else {
+                        status["stores_recovered"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .find(|r| r["store"] == *store_name)
+                            .map(|r| r["moved_to"].clone())
+                            .unwrap_or_default()
+                    };
+                    assert_eq!(
+                        reported.as_str().map(PathBuf::from).as_ref(),
+                        Some(aside),
+                        "{what}: status does not name {}: {status}",
+                        aside.display()
+                    );
+                    recovered_events += 1;
                 }
-                populate(&t.socket, round);
+                let fresh_clerks = populate(&t.socket, round);
+                if *store_name == "clerks" && after.len() > before.len() {
+                    // The runbook's way back: the first admin can be enrolled again.
+                    assert!(
+                        fresh_clerks,
+                        "{what}: no clerk could be enrolled afterwards"
+                    );
+                }
                 let exit = agent.stop();
                 assert!(exit.success(), "{what}: the agent stopped with {exit}");
                 let (code, out) = verify_journal(&t.journal());
                 assert_eq!(code, 0, "{what}: the live journal does not verify: {out}");
+                let new_asides: Vec<&PathBuf> =
+                    after.iter().filter(|a| !before.contains(a)).collect();
+                if !new_asides.is_empty() {
+                    // The signed tamper event is in the journal, naming where the store went.
+                    let events = posguard_agent::journal::read_events(&t.journal()).unwrap();
+                    for aside in new_asides {
+                        let shown = aside.display().to_string();
+                        let named = events.iter().any(|(_, e)| {
+                            let e = serde_json::to_string(e).unwrap();
+                            e.contains("TamperRecovered")
+                                && e.contains("UnreadableDatabase")
+                                && e.contains(&shown)
+                        });
+                        let tampers: Vec<String> = events
+                            .iter()
+                            .map(|(_, e)| serde_json::to_string(e).unwrap())
+                            .filter(|e| e.contains("amper"))
+                            .collect();
+                        assert!(
+                            named,
+                            "{what}: no tamper_recovered event names {shown}: {tampers:?}"
+                        );
+                    }
+                }
                 t_rest += clock.elapsed();
             }
         }
     }
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "store sweep: {cases} cases ({skipped} skipped: no such file), {moved} stores moved aside ({crashed} of them crashed sled in the probe), verify-journal verdicts ok/failed/unreadable {verdicts:?}, {secs:.1} s (verify of the damaged journal {:.1} s, agent start to serving {:.1} s, populate + stop + verify {:.1} s)",
+        "store sweep: {cases} cases ({skipped} skipped: no such file), {moved} stores moved aside ({crashed} of them crashed sled in the probe; {recovered_events} named in status), verify-journal verdicts ok/failed/unreadable {verdicts:?}, {secs:.1} s (verify of the damaged journal {:.1} s, agent start to serving {:.1} s, populate + stop + verify {:.1} s)",
         t_verify.as_secs_f64(),
         t_start.as_secs_f64(),
         t_rest.as_secs_f64()
