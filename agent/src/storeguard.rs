@@ -181,8 +181,9 @@ fn probe_in_child(
             "reading the {} database crashed its reader (exit {code}): {message}",
             kind.code()
         )),
+        // With panic = "abort" (release) a sled panic ends here, its message before it.
         (None, Some(signal)) => Err(format!(
-            "reading the {} database crashed its reader (signal {signal}; out of memory or a panic)",
+            "reading the {} database crashed its reader (signal {signal}; out of memory or a panic): {message}",
             kind.code()
         )),
         (None, None) => Err(format!(
