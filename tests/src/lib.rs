@@ -8,6 +8,8 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+pub mod damage;
+
 /// The path of a workspace binary next to the running test executable
 /// (`target/<profile>/deps/<test>` → `target/<profile>/<name>`).
 ///

@@ -25,6 +25,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use posguard_e2e::damage::{asides, damage, damages, target_file};
 use posguard_e2e::{AgentProcess, agent_status, command};
 use posguard_hal::KeyMode;
 use posguard_hal::testing::Swtpm;
@@ -143,92 +144,6 @@ fn hashes(path: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     let mut out = BTreeMap::new();
     walk(path, path, &mut out);
     out
-}
-
-/// The `<name>.tampered-*` entries beside `store`.
-fn asides(store: &Path) -> Vec<PathBuf> {
-    let prefix = format!("{}.tampered-", store.file_name().unwrap().to_string_lossy());
-    let mut out: Vec<PathBuf> = std::fs::read_dir(store.parent().unwrap())
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-        .map(|e| e.path())
-        .collect();
-    out.sort();
-    out
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Damage {
-    /// Flip the byte at this offset (clamped to the file).
-    Flip(u64),
-    /// Flip the byte at this fraction (per mille) of the file.
-    FlipAt(u64),
-    /// Cut the file to this fraction (per mille).
-    Truncate(u64),
-    /// Zero the whole file.
-    ZeroAll,
-    /// Zero 4 KiB from the middle.
-    ZeroMiddle,
-}
-
-fn damage(file: &Path, how: Damage, case: u64) {
-    let mut bytes = std::fs::read(file).unwrap();
-    let len = bytes.len() as u64;
-    let at = |x: u64| usize::try_from(x.min(len.saturating_sub(1))).unwrap();
-    match how {
-        Damage::Flip(offset) if len > 0 => bytes[at(offset)] ^= 0x5A ^ (case as u8 | 1),
-        Damage::FlipAt(permille) if len > 0 => {
-            bytes[at(len * permille / 1000)] ^= 0xA5 ^ (case as u8 & 0x3E)
-        }
-        Damage::Truncate(permille) => bytes.truncate(at(len * permille / 1000)),
-        Damage::ZeroAll => bytes.iter_mut().for_each(|b| *b = 0),
-        Damage::ZeroMiddle => {
-            let from = at(len / 2);
-            let to = (from + 4096).min(bytes.len());
-            bytes[from..to].iter_mut().for_each(|b| *b = 0);
-        }
-        _ => {}
-    }
-    std::fs::write(file, bytes).unwrap();
-}
-
-fn damages(points: u64) -> Vec<Damage> {
-    let mut out = vec![
-        Damage::Flip(0),
-        Damage::Flip(1),
-        Damage::Flip(9),
-        Damage::Flip(30),
-    ];
-    out.extend((1..=points).map(|k| Damage::FlipAt(1000 * k / (points + 1))));
-    out.push(Damage::Flip(u64::MAX));
-    out.extend([
-        Damage::Truncate(0),
-        Damage::Truncate(500),
-        Damage::Truncate(999),
-        Damage::ZeroAll,
-        Damage::ZeroMiddle,
-    ]);
-    out
-}
-
-/// The store file a target names, now (sled's snapshot file changes its name).
-fn target_file(store: &Path, name: &str) -> Option<PathBuf> {
-    if store.is_file() {
-        return Some(store.to_path_buf());
-    }
-    let mut names: Vec<PathBuf> = std::fs::read_dir(store)
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.is_file())
-        .filter(|p| {
-            let f = p.file_name().unwrap().to_string_lossy().into_owned();
-            f == name || (name == "snap.*" && f.starts_with("snap."))
-        })
-        .collect();
-    names.sort();
-    names.pop()
 }
 
 /// Runs `posguardctl verify-journal` on `dir`; returns (exit code, stdout). The exit code is
@@ -484,58 +399,4 @@ fn the_probe_of_the_real_binary_aborts_at_its_memory_limit() {
     assert_eq!(starved.status.signal(), Some(6), "{starved:?}");
     let normal = probe(512 * 1024 * 1024);
     assert_eq!(normal.status.code(), Some(0), "{normal:?}");
-}
-
-#[test]
-fn a_damaged_configuration_exits_64_naming_the_file() {
-    let t = Terminal::new();
-    let good = std::fs::read(&t.config).unwrap();
-    let bad = t.dir.path().join("bad.toml");
-    let (mut valid, mut refused) = (0, 0);
-    let mut variants: Vec<Vec<u8>> = Vec::new();
-    for i in 0..good.len() {
-        for mask in [0x01u8, 0x80] {
-            let mut b = good.clone();
-            b[i] ^= mask;
-            variants.push(b);
-        }
-    }
-    variants.extend((0..good.len()).step_by(7).map(|n| good[..n].to_vec()));
-    variants.push(vec![0u8; good.len()]);
-    for bytes in variants {
-        std::fs::write(&bad, &bytes).unwrap();
-        let out = command("posguard-agent")
-            .args(["check-config", "--config"])
-            .arg(&bad)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        match out.status.code() {
-            Some(0) => valid += 1,
-            Some(64) => {
-                refused += 1;
-                assert!(
-                    stderr.contains("invalid configuration") && stderr.contains("bad.toml"),
-                    "{stderr}"
-                );
-            }
-            other => panic!("check-config exited {other:?}: {stderr}"),
-        }
-    }
-    println!("configuration sweep: {valid} variants valid, {refused} refused with exit 64");
-    assert!(refused > valid);
-    // A file (or device) without end is refused, not read into memory.
-    let mut huge = good.clone();
-    huge.resize(2 * 1024 * 1024, b'#');
-    std::fs::write(&bad, &huge).unwrap();
-    for path in [bad.as_path(), Path::new("/dev/zero")] {
-        let out = command("posguard-agent")
-            .args(["check-config", "--config"])
-            .arg(path)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(64), "{}: {stderr}", path.display());
-        assert!(stderr.contains(&*path.to_string_lossy()), "{stderr}");
-    }
 }
