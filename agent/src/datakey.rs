@@ -17,6 +17,9 @@ use zeroize::Zeroizing;
 
 use crate::storeguard::MovedAside;
 
+mod damaged;
+use damaged::move_blob_aside;
+
 /// What can go wrong with the data key or a value it protects.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -109,27 +112,6 @@ impl DataKey {
         }
     }
 
-    /// [`DataKey::load_or_create`] for the daemon: a blob the secure element rejects as data
-    /// (damaged, truncated, sealed by another TPM) is moved aside untouched and a new key is
-    /// made, so that a damaged file cannot keep the agent from starting. What the old key
-    /// protected (admins' TOTP seeds, cached records of key version 1) cannot be opened any
-    /// more; the caller journals and reports the [`MovedAside`]. Any other error (the TPM
-    /// unreachable) is returned: nothing is moved for a fault that is not in the file.
-    pub fn load_or_replace(
-        element: &dyn SecureElement,
-        state_dir: &Path,
-    ) -> Result<(Self, Option<MovedAside>), DataKeyError> {
-        match Self::load_or_create(element, state_dir) {
-            Ok(key) => Ok((key, None)),
-            Err(DataKeyError::Hal(HalError::SealedBlob { reason })) => {
-                let path = state_dir.join(SEALED_FILE);
-                let moved = move_blob_aside(&path, "datakey", reason)?;
-                Ok((Self::load_or_create(element, state_dir)?, Some(moved)))
-            }
-            Err(e) => Err(e),
-        }
-    }
-
     /// Wraps raw key bytes (32).
     pub fn from_raw(raw: &[u8]) -> Result<Self, DataKeyError> {
         let raw = Zeroizing::new(raw.to_vec());
@@ -181,23 +163,6 @@ impl DataKey {
             .map_err(|_| DataKeyError::Rejected)?;
         Ok(Zeroizing::new(plain.to_vec()))
     }
-}
-
-fn move_blob_aside(
-    path: &Path,
-    store: &'static str,
-    reason: String,
-) -> Result<MovedAside, DataKeyError> {
-    let moved_to = crate::storeguard::move_aside(path).map_err(|source| DataKeyError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    tracing::error!(file = %path.display(), %reason, moved_to = %moved_to.display(), "sealed data key unreadable: moved aside");
-    Ok(MovedAside {
-        store,
-        reason,
-        moved_to,
-    })
 }
 
 /// The key version held in [`SEALED_FILE`]. It is also the key of the clerk database's TOTP seeds,
