@@ -61,6 +61,8 @@ pub struct AgentContext {
     pub cache: crate::cache::Cache,
     /// Uplink counters, when an uplink is configured.
     pub uplink: Option<Arc<crate::uplink::UplinkStats>>,
+    /// Stores (clerks, cache) found unreadable at start, moved aside and started afresh.
+    pub recovered: Vec<crate::storeguard::MovedAside>,
 }
 
 /// Who is on the other end of a connection.

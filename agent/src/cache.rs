@@ -137,6 +137,8 @@ struct Inner {
     store: store::Store,
     keyring: Keyring,
     audit: Arc<dyn CacheAudit>,
+    /// The database found unreadable at start and moved aside, if it was.
+    recovered: Option<crate::storeguard::MovedAside>,
     /// Wakes the background task when a rotation asks for re-encryption.
     rotation_wanted: tokio::sync::Notify,
 }
@@ -155,16 +157,38 @@ impl Cache {
                 "cache.card_data_guard = false: the transaction cache does NOT refuse card numbers"
             );
         }
+        // A damaged database is moved aside untouched (its records stay there for an
+        // investigator, sealed under the data key) and replaced by an empty one.
+        let recovered = crate::storeguard::check_or_move_aside(
+            &config.dir,
+            crate::storeguard::StoreKind::Cache,
+            |copy| {
+                store::Store::open(copy, config.page_cache_bytes)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            },
+        )
+        .map_err(|source| CacheError::Io {
+            action: "move aside",
+            path: config.dir.clone(),
+            source,
+        })?;
         let store = store::Store::open(&config.dir, config.page_cache_bytes)?;
         Ok(Cache {
             inner: Arc::new(Inner {
                 config: config.clone(),
+                recovered,
                 store,
                 keyring,
                 audit,
                 rotation_wanted: tokio::sync::Notify::new(),
             }),
         })
+    }
+
+    /// The database found unreadable at start and moved aside, if it was.
+    pub fn recovered(&self) -> Option<&crate::storeguard::MovedAside> {
+        self.inner.recovered.as_ref()
     }
 
     /// The configuration it was opened with.

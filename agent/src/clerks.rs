@@ -66,6 +66,8 @@ pub struct Clerks {
     decoy_phc: String,
     /// Bounded Argon2id work: the agent's memory does not grow with concurrent logins.
     hasher: hasher::Hasher,
+    /// The stored database, if it was unreadable at start and replaced by a fresh one.
+    recovered: Option<crate::storeguard::MovedAside>,
 }
 
 /// An authenticated request's session.
@@ -92,7 +94,20 @@ impl Clerks {
         journal: Journal,
         clock: Clock,
     ) -> Result<Self, StoreError> {
-        let store = AuthStore::open(&state_dir.join("auth"))?;
+        let dir = state_dir.join("auth");
+        // A damaged database is moved aside untouched and replaced by an empty one: clerks,
+        // lockouts and the lockdown flag are lost, and with no clerk nobody can log in until a
+        // technician enrols the first admin again (docs/runbook.md).
+        let recovered = crate::storeguard::check_or_move_aside(
+            &dir,
+            crate::storeguard::StoreKind::Clerks,
+            |copy| AuthStore::check(copy).map_err(|e| e.to_string()),
+        )
+        .map_err(|source| StoreError::Sync {
+            path: dir.clone(),
+            source,
+        })?;
+        let store = AuthStore::open(&dir)?;
         let now = Clock::mono_ns();
         for (id, mut state) in store.all_throttles()? {
             state.rebase(now);
@@ -122,7 +137,13 @@ impl Clerks {
             live: Mutex::new(Live::default()),
             decoy_phc,
             hasher: hasher::Hasher::start(config.hashing).map_err(StoreError::Workers)?,
+            recovered,
         })
+    }
+
+    /// The clerk database found unreadable at start and moved aside, if it was.
+    pub fn recovered(&self) -> Option<&crate::storeguard::MovedAside> {
+        self.recovered.as_ref()
     }
 
     fn random<const N: usize>(&self) -> Result<[u8; N], ApiError> {

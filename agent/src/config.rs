@@ -179,14 +179,34 @@ impl AgentConfig {
 
     /// Reads, parses and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        use std::io::Read;
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let read = |source| ConfigError::Read {
             path: shown.clone(),
             source,
-        })?;
+        };
+        // Read at most one byte past the bound, so that a huge file (or a device that never
+        // ends) is refused without being held in memory.
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .map_err(read)?
+            .take(MAX_CONFIG_BYTES.saturating_add(1))
+            .read_to_string(&mut text)
+            .map_err(read)?;
+        if text.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(ConfigError::Invalid {
+                path: shown,
+                message: format!(
+                    "the file is larger than {MAX_CONFIG_BYTES} bytes; an agent configuration is a few hundred"
+                ),
+            });
+        }
         Self::parse(&text, &shown)
     }
 }
+
+/// The largest configuration file read (1 MiB).
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
 #[allow(clippy::expect_used)]
 fn unreachable_device() -> DeviceId {

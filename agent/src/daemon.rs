@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use anyhow::Context;
 use posguard_hal::{Backend, KeyMode};
-use posguard_proto::event::{Actor, Event, EventKind, KeyBackend, StopReason};
-use posguard_proto::text::ShortCode;
+use posguard_proto::event::{Actor, Event, EventKind, KeyBackend, StopReason, TamperFinding};
+use posguard_proto::text::{SafeText, ShortCode};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AgentContext};
@@ -17,6 +17,7 @@ use crate::clock::Clock;
 use crate::config::AgentConfig;
 use crate::datakey::DataKey;
 use crate::journal::Journal;
+use crate::storeguard::MovedAside;
 
 /// Runs the agent until `shutdown` completes. `ready` is called once the identity, the journal
 /// and the socket are up (systemd's READY=1).
@@ -69,10 +70,10 @@ pub async fn run(
         .await?;
 
     let state_dir = config.storage.dir.clone();
-    let datakey = {
+    let (datakey, datakey_moved) = {
         let element = element.clone();
         let dir = state_dir.clone();
-        tokio::task::spawn_blocking(move || DataKey::load_or_create(element.as_ref(), &dir))
+        tokio::task::spawn_blocking(move || DataKey::load_or_replace(element.as_ref(), &dir))
             .await?
             .context("unsealing the data key")?
     };
@@ -96,10 +97,23 @@ pub async fn run(
         tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
             let keyring = crate::datakey::Keyring::open(element, &dir)
                 .context("unsealing the cache's data keys")?;
-            crate::cache::Cache::open(&cc, keyring, audit).context("opening the transaction cache")
+            let moved = keyring.moved_aside().to_vec();
+            let cache = crate::cache::Cache::open(&cc, keyring, audit)
+                .context("opening the transaction cache")?;
+            Ok((cache, moved))
         })
         .await??
     };
+    let (cache, keys_moved) = cache;
+    let recovered: Vec<MovedAside> = datakey_moved
+        .into_iter()
+        .chain(keys_moved)
+        .chain(clerks.recovered().cloned())
+        .chain(cache.recovered().cloned())
+        .collect();
+    for moved in &recovered {
+        journal_recovery(&journal, clock, moved).await?;
+    }
     // The stores' anchors against the journal's record of them (deleted, replaced, older
     // copy), then a checkpoint so that the record is current from this start on.
     journal
@@ -155,6 +169,7 @@ pub async fn run(
         clerks: clerks.clone(),
         cache: cache.clone(),
         uplink: uplink_stats.clone(),
+        recovered,
     });
     let stop = CancellationToken::new();
     let server = tokio::spawn(api::serve(listener, ctx, stop.clone()));
@@ -213,6 +228,29 @@ pub async fn run(
         ))
         .await?;
     journal.shutdown().await?;
+    Ok(())
+}
+
+/// Journals a store that was unreadable at start and moved aside: a signed, critical
+/// `tamper_recovered` record, durable before the agent serves.
+async fn journal_recovery(
+    journal: &Journal,
+    clock: Clock,
+    moved: &MovedAside,
+) -> anyhow::Result<()> {
+    let store = ShortCode::new(moved.store).context("store name as a short code")?;
+    let moved_to = SafeText::new(moved.moved_to.display().to_string()).ok();
+    journal
+        .append(Event::new(
+            clock.stamp(),
+            Actor::System,
+            None,
+            EventKind::TamperRecovered {
+                finding: TamperFinding::UnreadableDatabase { store },
+                moved_to,
+            },
+        ))
+        .await?;
     Ok(())
 }
 

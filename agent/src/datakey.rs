@@ -15,6 +15,11 @@ use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
 
+use crate::storeguard::MovedAside;
+
+mod damaged;
+use damaged::move_blob_aside;
+
 /// What can go wrong with the data key or a value it protects.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -198,6 +203,8 @@ pub struct Keyring {
     keys: std::sync::RwLock<std::collections::BTreeMap<u32, std::sync::Arc<DataKey>>>,
     /// One rotation at a time: two would pick the same next version.
     rotating: std::sync::Mutex<()>,
+    /// Damaged key files moved aside at open.
+    moved: Vec<MovedAside>,
 }
 
 impl std::fmt::Debug for Keyring {
@@ -222,6 +229,7 @@ impl Keyring {
         };
         std::fs::create_dir_all(state_dir).map_err(io)?;
         let mut keys = std::collections::BTreeMap::new();
+        let mut moved = Vec::new();
         for entry in std::fs::read_dir(state_dir).map_err(io)? {
             let entry = entry.map_err(io)?;
             let name = entry.file_name();
@@ -237,7 +245,16 @@ impl Keyring {
                     path: path.clone(),
                     source,
                 })?;
-                let raw = element.unseal(&SealedBlob::from_bytes(bytes))?;
+                let raw = match element.unseal(&SealedBlob::from_bytes(bytes)) {
+                    Ok(raw) => raw,
+                    // A damaged blob of a later version: only the records sealed with it are
+                    // lost (the cache answers them `unreadable`); the agent still starts.
+                    Err(HalError::SealedBlob { reason }) if version != KEYRING_SHARED_VERSION => {
+                        moved.push(move_blob_aside(&path, "cache_key", reason)?);
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 keys.insert(version, std::sync::Arc::new(DataKey::from_raw(&raw)?));
             }
         }
@@ -250,7 +267,13 @@ impl Keyring {
             element,
             keys: std::sync::RwLock::new(keys),
             rotating: std::sync::Mutex::new(()),
+            moved,
         })
+    }
+
+    /// Sealed key files found damaged at open and moved aside.
+    pub fn moved_aside(&self) -> &[MovedAside] {
+        &self.moved
     }
 
     fn read(

@@ -153,6 +153,13 @@ pub enum JournalError {
     /// order): it is not certified.
     #[error("journal: refusing to certify the journal key: {0}")]
     BadJournalKey(posguard_proto::ed25519::Ed25519KeyError),
+    /// The database cannot be opened or read at all (sled refused it, or crashed, hung or ran
+    /// out of memory on a copy of it).
+    #[error("the journal database is unreadable: {reason}")]
+    Unreadable {
+        /// What happened.
+        reason: String,
+    },
     /// The writer thread has stopped (shutdown, or a fatal storage error).
     #[error("the journal is closed")]
     Closed,

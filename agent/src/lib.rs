@@ -16,6 +16,8 @@
 //! - [`notify`]: systemd's notification protocol (READY, WATCHDOG, STOPPING, STATUS), no libsystemd.
 //! - [`logging`]: journald with structured fields under systemd, plain stderr otherwise.
 //! - [`config`]: the agent's TOML configuration, validated with errors that name the key.
+//! - [`storeguard`]: opening a possibly damaged sled store in a child process, moving an
+//!   unreadable one aside untouched.
 #![forbid(unsafe_code)]
 #![cfg_attr(
     test,
@@ -40,6 +42,7 @@ pub mod journal;
 pub use posguard_logging as logging;
 pub mod notify;
 pub mod prompt;
+pub mod storeguard;
 pub mod uplink;
 mod walk;
 

@@ -8,6 +8,8 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+pub mod damage;
+
 /// The path of a workspace binary next to the running test executable
 /// (`target/<profile>/deps/<test>` → `target/<profile>/<name>`).
 ///
@@ -66,6 +68,20 @@ impl AgentProcess {
         socket: &std::path::Path,
         env: &[(&str, &str)],
     ) -> Self {
+        Self::start_within(config, socket, env, std::time::Duration::from_secs(20))
+    }
+
+    /// [`AgentProcess::start_with_env`], waiting at most `wait` for the socket.
+    ///
+    /// # Panics
+    /// If it exits or does not come up.
+    #[allow(clippy::expect_used, clippy::panic)]
+    pub fn start_within(
+        config: &std::path::Path,
+        socket: &std::path::Path,
+        env: &[(&str, &str)],
+        wait: std::time::Duration,
+    ) -> Self {
         let child = command("posguard-agent")
             .args(["run", "--config"])
             .arg(config)
@@ -78,7 +94,7 @@ impl AgentProcess {
             child,
             socket: socket.to_path_buf(),
         };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let deadline = std::time::Instant::now() + wait;
         loop {
             if let Ok(Some(status)) = agent.child.try_wait() {
                 panic!("posguard-agent exited during start: {status}");
@@ -88,8 +104,9 @@ impl AgentProcess {
             }
             if std::time::Instant::now() > deadline {
                 panic!(
-                    "posguard-agent did not open {} within 20 s",
-                    socket.display()
+                    "posguard-agent did not open {} within {} s",
+                    socket.display(),
+                    wait.as_secs()
                 );
             }
             // Polling interval while waiting for the socket, not a synchronisation sleep.

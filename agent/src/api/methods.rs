@@ -96,7 +96,32 @@ fn condition(journal: &crate::journal::JournalStatus) -> String {
 
 async fn status(ctx: &Ctx) -> MethodResult {
     let journal = ctx.journal.status().await.map_err(internal)?;
-    let condition = condition(&journal);
+    let mut condition = condition(&journal);
+    for moved in &ctx.recovered {
+        let lost = match moved.store {
+            "clerks" => {
+                "every clerk, lockout and the lockdown flag were lost: enrol the first admin again (docs/runbook.md)"
+            }
+            "datakey" => {
+                "a new data key was made: admins' TOTP seeds and cached transactions sealed with the old one cannot be opened; re-enrol admins' TOTP (docs/runbook.md)"
+            }
+            "cache_key" => {
+                "cached transactions sealed with that key version cannot be opened (docs/runbook.md)"
+            }
+            _ => "its cached transactions were not restored (docs/runbook.md)",
+        };
+        let note = format!(
+            "{} database unreadable ({}), moved to {}; {lost}",
+            moved.store,
+            moved.reason,
+            moved.moved_to.display()
+        );
+        condition = if condition == "ok" {
+            format!("tamper recovered: {note}")
+        } else {
+            format!("{condition}; {note}")
+        };
+    }
     Ok(json!({
         "device_id": ctx.device_id.as_str(),
         "agent_version": env!("CARGO_PKG_VERSION"),
@@ -111,6 +136,7 @@ async fn status(ctx: &Ctx) -> MethodResult {
         "lockdown": ctx.clerks.lockdown(),
         "journal": journal,
         "uplink": ctx.uplink.as_ref().map(|u| u.to_json()),
+        "stores_recovered": ctx.recovered,
     }))
 }
 

@@ -103,6 +103,11 @@ fn run(path: &std::path::Path) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    // A re-executed copy of this binary probing a store for the daemon (or verify-journal).
+    if let Some(code) = posguard_agent::storeguard::run_probe_if_asked() {
+        return code;
+    }
+    posguard_agent::storeguard::enable_self_exec();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -58,8 +58,9 @@ enum Command {
     /// Verify an audit journal offline (on the terminal, or a copy taken from one): hash chain,
     /// signatures, declared gaps, last checkpoint. Says what it proved: the records verified,
     /// the last TPM-anchored seq and how many records follow it unanchored. Exit codes: 0
-    /// verified and anchored to the end, 2 verified but with an unanchored tail (a cut there
-    /// would not show), 1 a bad record or an unreadable journal (named), 64 bad usage.
+    /// verified and anchored to the end, 1 a bad record (named), 2 verified but with an
+    /// unanchored tail (a cut there would not show), 3 the database cannot be read at all (not a
+    /// journal, or damaged beyond opening), 64 bad usage.
     VerifyJournal {
         /// The journal directory (default on a terminal: /var/lib/posguard/journal).
         path: PathBuf,
@@ -200,7 +201,15 @@ fn login(socket: &std::path::Path, clerk: &str) -> ExitCode {
     }
 }
 
+/// `verify-journal`: the database cannot be read at all (documented in docs/journal.md).
+const EXIT_UNREADABLE: u8 = 3;
+
 fn main() -> ExitCode {
+    // A re-executed copy of this binary probing a store for the daemon (or verify-journal).
+    if let Some(code) = posguard_agent::storeguard::run_probe_if_asked() {
+        return code;
+    }
+    posguard_agent::storeguard::enable_self_exec();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -247,8 +256,13 @@ fn main() -> ExitCode {
             let report = match verify_dir(&path, key.as_deref()) {
                 Ok(r) => r,
                 Err(e) => {
+                    if json {
+                        say!("{}", serde_json::json!({ "unreadable": e.to_string() }));
+                    } else {
+                        say!("UNREADABLE: no record could be verified: {e}");
+                    }
                     eprintln!("posguardctl: {e}");
-                    return ExitCode::FAILURE;
+                    return ExitCode::from(EXIT_UNREADABLE);
                 }
             };
             if json {

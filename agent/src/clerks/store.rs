@@ -119,6 +119,21 @@ impl AuthStore {
         self.anchor.clone()
     }
 
+    /// Opens the database at `dir` (a scratch copy) and decodes every stored value, as the
+    /// agent does at start and at each login.
+    pub(crate) fn check(dir: &Path) -> Result<(), StoreError> {
+        let store = Self::open(dir)?;
+        for id in store.clerk_ids()? {
+            if let Some(v) = store.clerks.get(id.as_bytes())? {
+                decode::<StoredClerk>(&v, "clerk record")?;
+            }
+        }
+        store.all_throttles()?;
+        store.budget()?;
+        store.lockdown()?;
+        Ok(())
+    }
+
     /// Makes every change so far durable (flush + fdatasync), with the next write generation.
     pub(crate) fn sync(&self) -> Result<(), StoreError> {
         let generation = self.anchor.stage(&self.meta)?;

@@ -1,5 +1,6 @@
 //! Verifying a journal offline — on the terminal or on a copy taken from one. The directory is
-//! copied to a scratch place first, so that verifying never modifies the evidence.
+//! copied to a scratch place first, so that verifying never modifies the evidence, and a child
+//! process opens the copy first, so that a database that crashes sled gets a verdict too.
 
 use std::path::Path;
 
@@ -11,6 +12,7 @@ use posguard_proto::text::DeviceId;
 use super::JournalError;
 use super::scan;
 use super::store::{META_DEVICE_ID, META_DIK, Store};
+use crate::storeguard::{self, StoreKind, copy_dir};
 use crate::walk::walk_all;
 
 /// The result of verifying a journal directory.
@@ -83,9 +85,7 @@ pub fn verify_dir(dir: &Path, dik_spki: Option<&[u8]>) -> Result<OfflineReport, 
             ),
         });
     }
-    let scratch = tempdir_for(dir)?;
-    copy_dir(dir, &scratch.0).map_err(|e| JournalError::io("copy", dir, e))?;
-    let store = Store::open(&scratch.0, 4 * 1024 * 1024)?;
+    let (_scratch, store) = open_copy(dir)?;
     let device = store
         .get(META_DEVICE_ID)?
         .ok_or_else(|| JournalError::Corrupt {
@@ -142,9 +142,7 @@ pub fn verify_dir(dir: &Path, dik_spki: Option<&[u8]>) -> Result<OfflineReport, 
 /// Every stored record of the journal in `dir` with its decoded event, in order (a record whose
 /// body does not decode is skipped; `verify_dir` names it). Reads a scratch copy.
 pub fn read_events(dir: &Path) -> Result<Vec<(u64, Event)>, JournalError> {
-    let scratch = tempdir_for(dir)?;
-    copy_dir(dir, &scratch.0).map_err(|e| JournalError::io("copy", dir, e))?;
-    let store = Store::open(&scratch.0, 4 * 1024 * 1024)?;
+    let (_scratch, store) = open_copy(dir)?;
     let mut out = Vec::new();
     for item in walk_all(&store.records) {
         let (_, v) = item.map_err(|source| JournalError::Db {
@@ -168,27 +166,24 @@ impl Drop for Scratch {
     }
 }
 
-fn tempdir_for(dir: &Path) -> Result<Scratch, JournalError> {
+/// Copies the journal to a scratch directory, has a child process open and read the copy
+/// (`crate::storeguard`: a database that crashes sled is reported, not a crash), then opens it.
+fn open_copy(dir: &Path) -> Result<(Scratch, Store), JournalError> {
+    let scratch = tempdir_for()?;
+    let copy = scratch.0.join("journal");
+    copy_dir(dir, &copy).map_err(|e| JournalError::io("copy", dir, e))?;
+    storeguard::probe(&copy, StoreKind::Journal)
+        .map_err(|reason| JournalError::Unreadable { reason })?;
+    let store = Store::open(&copy, 4 * 1024 * 1024)?;
+    Ok((scratch, store))
+}
+
+fn tempdir_for() -> Result<Scratch, JournalError> {
     let base = std::env::temp_dir().join(format!(
         "posguard-verify-{}-{}",
         std::process::id(),
         crate::clock::Clock::mono_ns()
     ));
     std::fs::create_dir_all(&base).map_err(|e| JournalError::io("create", &base, e))?;
-    let _ = dir;
     Ok(Scratch(base))
-}
-
-fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let target = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
-            copy_dir(&entry.path(), &target)?;
-        } else {
-            std::fs::copy(entry.path(), target)?;
-        }
-    }
-    Ok(())
 }

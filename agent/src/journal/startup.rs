@@ -2,8 +2,10 @@
 //! when they disagree (an older database put back, a broken chain, an unreadable database) the
 //! agent keeps running on a fresh store: the verified prefix is copied into it, the old
 //! database is moved aside (never deleted), and the writer's first record says what was found.
+//! The checks read a scratch copy that a child process opened first (`crate::storeguard`), so a
+//! database that crashes sled cannot crash the agent, and the one moved aside is never written.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use posguard_hal::SecureElement;
 use posguard_proto::chain::ChainHead;
@@ -20,6 +22,7 @@ use super::store::{
 use super::witness;
 use super::{JournalConfig, JournalError};
 use crate::clock::Clock;
+use crate::storeguard::{self, Scratch, StoreKind};
 
 /// What the start-up check found wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,14 +139,23 @@ pub(crate) fn open(
 ) -> Result<Opened, JournalError> {
     let dik = dik(element)?;
     let tpm_counter = element.counter_create()?;
-    let store = match Store::open(&config.dir, config.cache_bytes) {
-        Ok(store) => store,
-        Err(e) => {
-            let finding = Finding::Unreadable {
-                reason: e.to_string(),
-            };
+    // The checks below run on a scratch copy whenever one can be made, so that a journal found
+    // bad is moved aside exactly as it was on disk (see `guard`).
+    let (store, scratch) = match guard(config)? {
+        Guarded::Unreadable(reason) => {
+            let finding = Finding::Unreadable { reason };
             return recover(config, None, device_id, &dik, finding);
         }
+        Guarded::Copy(store, scratch) => (store, Some(scratch)),
+        Guarded::InPlace => match Store::open(&config.dir, config.cache_bytes) {
+            Ok(store) => (store, None),
+            Err(e) => {
+                let finding = Finding::Unreadable {
+                    reason: e.to_string(),
+                };
+                return recover(config, None, device_id, &dik, finding);
+            }
+        },
     };
     if let Some(id) = store.get(META_DEVICE_ID)? {
         if id.as_ref() != device_id.as_str().as_bytes() {
@@ -190,6 +202,10 @@ pub(crate) fn open(
     let shipped = store.get_u64(META_SHIPPED)?.unwrap_or(0).min(scan.head.seq);
     let pending = store.get_u64(META_CHECKPOINT_PENDING)?.is_some();
     let finding = witness_check(config, device_id, &scan, tpm_counter, pending);
+    let store = match scratch {
+        Some(scratch) => in_place(config, store, scratch, device_id, &dik)?,
+        None => store,
+    };
     Ok(Opened {
         head: scan.head,
         shipped,
@@ -239,12 +255,55 @@ fn witness_check(
     finding
 }
 
-fn aside_path(dir: &Path) -> PathBuf {
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    dir.with_file_name(format!("{name}.tampered-{}", Clock::wall_ms()))
+/// Where the start-up checks run.
+enum Guarded {
+    /// The journal cannot be opened or read at all (sled erred, panicked, hung or ran out of
+    /// memory on a copy): it is moved aside unopened.
+    Unreadable(String),
+    /// A scratch copy that opened and read cleanly in a probe, opened here.
+    Copy(Store, Scratch),
+    /// No journal yet, or no room for a copy: open in place.
+    InPlace,
+}
+
+fn guard(config: &JournalConfig) -> Result<Guarded, JournalError> {
+    super::compact::finish_interrupted(&config.dir)?;
+    if !config.dir.exists() {
+        return Ok(Guarded::InPlace);
+    }
+    let scratch = match storeguard::scratch_copy(&config.dir) {
+        Ok(scratch) => scratch,
+        Err(e) => {
+            tracing::warn!(dir = %config.dir.display(), error = %e, "cannot copy the journal to check it; checking it in place");
+            return Ok(Guarded::InPlace);
+        }
+    };
+    if let Err(reason) = storeguard::probe(&scratch.dir, StoreKind::Journal) {
+        return Ok(Guarded::Unreadable(reason));
+    }
+    match Store::open(&scratch.dir, config.cache_bytes) {
+        Ok(store) => Ok(Guarded::Copy(store, scratch)),
+        Err(e) => Ok(Guarded::Unreadable(e.to_string())),
+    }
+}
+
+/// The copy passed every check: close it and open the journal itself (sled's recovery of the
+/// same bytes gives the same state).
+fn in_place(
+    config: &JournalConfig,
+    copy: Store,
+    scratch: Scratch,
+    device_id: &DeviceId,
+    dik: &DikPublicKey,
+) -> Result<Store, JournalError> {
+    drop(copy);
+    drop(scratch);
+    let store = Store::open(&config.dir, config.cache_bytes)?;
+    if store.get(META_DEVICE_ID)?.is_none() {
+        store.put(META_DEVICE_ID, device_id.as_str().as_bytes())?;
+        store.put(META_DIK, &dik.to_spki_der())?;
+    }
+    Ok(store)
 }
 
 /// Moves the old database aside and opens a fresh one holding the verified prefix.
@@ -306,11 +365,13 @@ fn recover(
     fresh.make_durable()?;
     drop(fresh);
     drop(old);
+    // The old journal itself was never opened (only a scratch copy was): what is moved aside is
+    // byte for byte what the agent found.
     let moved_to = if config.dir.exists() {
-        let aside = aside_path(&config.dir);
-        std::fs::rename(&config.dir, &aside)
-            .map_err(|e| JournalError::io("move aside", &config.dir, e))?;
-        Some(aside)
+        Some(
+            storeguard::move_aside(&config.dir)
+                .map_err(|e| JournalError::io("move aside", &config.dir, e))?,
+        )
     } else {
         None
     };
