@@ -117,11 +117,16 @@ pub async fn run(
     // The stores' anchors against the journal's record of them (deleted, replaced, older
     // copy), then a checkpoint so that the record is current from this start on.
     journal
-        .watch_store("clerks", clerks.anchor(), clock)
+        .watch_store(
+            "clerks",
+            clerks.anchor(),
+            clerks.recovered().is_some(),
+            clock,
+        )
         .await
         .context("checking the clerk store's anchor")?;
     journal
-        .watch_store("cache", cache.anchor(), clock)
+        .watch_store("cache", cache.anchor(), cache.recovered().is_some(), clock)
         .await
         .context("checking the cache's anchor")?;
     journal

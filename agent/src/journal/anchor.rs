@@ -131,12 +131,21 @@ impl Journal {
         &self,
         store: &'static str,
         cell: Arc<AnchorCell>,
+        moved_aside: bool,
         clock: Clock,
     ) -> Result<Vec<TamperFinding>, JournalError> {
         let recorded = self.board.recorded(store);
         let found = cell.opened_with();
         let mut findings = Vec::new();
-        if let Some(problem) = crate::anchor::check(recorded, found, cell.created()) {
+        // A store found unreadable at this start was moved aside and made afresh: that is
+        // already journaled (`tamper_recovered`, unreadable database), and "created afresh
+        // where the journal knew one" would only say it again.
+        let problem = if moved_aside {
+            None
+        } else {
+            crate::anchor::check(recorded, found, cell.created())
+        };
+        if let Some(problem) = problem {
             let text = describe(store, problem, recorded, found);
             findings.push((text, to_event(store, problem)?));
         }
