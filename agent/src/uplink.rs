@@ -16,8 +16,8 @@
 //! which blocks, and must never stall the threads that serve the local API.
 
 mod backoff;
-mod crl;
 mod batch;
+mod crl;
 mod http;
 mod renew;
 mod shipper;

@@ -348,9 +348,13 @@ async fn tamper_findings_and_overflow_raise_their_alerts_once_each() {
         dropped: 3,
         dropped_critical: 0,
     })));
-    let (status, _, _) = post(srv.addr, cfg.clone(), batch(vec![dev.journal_cert(1)], &records))
-        .await
-        .unwrap();
+    let (status, _, _) = post(
+        srv.addr,
+        cfg.clone(),
+        batch(vec![dev.journal_cert(1)], &records),
+    )
+    .await
+    .unwrap();
     assert_eq!(status, 200);
     // The same batch again (a retry) stores nothing new and raises nothing new.
     let (status, _, _) = post(srv.addr, cfg, batch(vec![dev.journal_cert(1)], &records))
@@ -372,9 +376,9 @@ async fn tamper_findings_and_overflow_raise_their_alerts_once_each() {
         "{alerts:?}"
     );
     assert!(
-        tamper
-            .iter()
-            .any(|a| a.detail.contains("clerks older copy (generation 4, journal recorded 9)")),
+        tamper.iter().any(|a| a
+            .detail
+            .contains("clerks older copy (generation 4, journal recorded 9)")),
         "{alerts:?}"
     );
     assert!(
@@ -388,7 +392,9 @@ async fn tamper_findings_and_overflow_raise_their_alerts_once_each() {
     assert_eq!(overflow.len(), 1, "{alerts:?}");
     assert_eq!(overflow[0].severity, "warning");
     assert!(
-        overflow[0].detail.contains("3 records dropped in seq 3..=5"),
+        overflow[0]
+            .detail
+            .contains("3 records dropped in seq 3..=5"),
         "{alerts:?}"
     );
     srv.stop().await;

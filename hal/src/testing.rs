@@ -158,6 +158,24 @@ impl Swtpm {
             .output()
     }
 
+    /// What the kernel's resource manager (`/dev/tpmrm0`) does when a process dies: flushes the
+    /// transient objects and the loaded and saved sessions it left in the TPM. swtpm's socket has
+    /// no resource manager, so a test that SIGKILLs a TPM client between a load and its flush
+    /// must do this itself, or the TPM's few object slots fill up (`TPM_RC_OBJECT_MEMORY`,
+    /// 0x902) — which a terminal behind `/dev/tpmrm0` never sees. No client may hold the TPM.
+    pub fn flush_after_kill(&self) -> std::io::Result<()> {
+        for what in ["-t", "-l", "-s"] {
+            let out = self.tpm2("tpm2_flushcontext", &[what])?;
+            if !out.status.success() {
+                return Err(std::io::Error::other(format!(
+                    "tpm2_flushcontext {what}: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
+            }
+        }
+        Ok(())
+    }
+
     fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

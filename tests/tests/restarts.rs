@@ -72,6 +72,7 @@ fn hundreds_of_starts_and_kills_ship_every_record_exactly_once_without_alerts() 
                 append_business_events(&t.socket, 1, EVENTS, i);
                 assert!(agent.is_running());
                 drop(agent); // SIGKILL
+                tpm.flush_after_kill().unwrap();
                 killed += 1;
             }
             _ => {
@@ -90,6 +91,7 @@ fn hundreds_of_starts_and_kills_ship_every_record_exactly_once_without_alerts() 
                 std::thread::sleep(Duration::from_millis(delay));
                 let _ = child.kill();
                 let _ = child.wait();
+                tpm.flush_after_kill().unwrap();
                 early += 1;
             }
         }
