@@ -1,0 +1,630 @@
+//! The scenario: one call of [`Sim::day`] per agent start, then [`Sim::finish`]. What happens
+//! on a day depends on its number within a period of `period` days (outages, restarts, clock
+//! jumps, overflow cycles, rotations) and on a seeded random draw (how the start ends).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use posguard_e2e::lifetime::{
+    Acked, AgentRun, Pki, SimCollector, agent_env, call, offset_spec, pos_traffic, proc_status_kib,
+    real_now,
+};
+use posguard_e2e::{collector_cli, free_port};
+use posguard_hal::KeyMode;
+use posguard_hal::testing::Swtpm;
+use serde_json::{Value, json};
+
+pub const DEVICE: &str = "term-lifetime";
+const DAY: i64 = 86_400;
+/// How far the terminal's clock jumps (both ways) on the days it is wrong.
+const JUMP: i64 = 400 * DAY;
+const CERT_DAYS: i64 = 30;
+const ADMIN: &str = "lt-admin";
+const ADMIN_SECRET: &str = "lifetime admin 2026";
+const CLERK: &str = "lt-clerk";
+const CLERK_PIN: &str = "583921";
+
+#[derive(Debug, Clone)]
+pub struct Sizes {
+    pub starts: u64,
+    pub events: u64,
+    pub seed: u64,
+    pub rss_bound_kib: u64,
+    /// Days of one incident cycle (outage, overflow, restart, clock jumps).
+    pub period: u64,
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{name}={v:?} is not a number"))
+        })
+        .unwrap_or(default)
+}
+
+/// The agent's RSS bound: 24 MiB for the optimised daemon (docs/PERFORMANCE.md, "Memory");
+/// a debug build maps a 160 MB binary and keeps more on the heap, so CI, which runs those,
+/// checks a looser bound that still catches growth over the run (the figures say by how much).
+fn default_rss_mib() -> u64 {
+    if std::env::var_os("POSGUARD_E2E_BIN_DIR").is_some() || !cfg!(debug_assertions) {
+        24
+    } else {
+        64
+    }
+}
+
+impl Sizes {
+    pub fn from_env() -> Self {
+        // 300 in CI: the debug binaries take 0.5-3 s a start on 2 shared cores (the optimised
+        // ones 0.2-0.4 s); scripts/soak-lifetime.sh runs thousands (docs/PERFORMANCE.md).
+        let starts = env_u64("POSGUARD_LIFETIME_STARTS", 300);
+        assert!(starts >= 100, "POSGUARD_LIFETIME_STARTS: at least 100");
+        Sizes {
+            starts,
+            events: env_u64("POSGUARD_LIFETIME_EVENTS", 8).max(2),
+            seed: env_u64(
+                "POSGUARD_LIFETIME_SEED",
+                u64::try_from(real_now()).unwrap_or(1) | 1,
+            ),
+            rss_bound_kib: env_u64("POSGUARD_LIFETIME_RSS_MIB", default_rss_mib()) * 1024,
+            period: 100,
+        }
+    }
+}
+
+/// How a start ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    Clean,
+    KillDuringStartUp,
+    KillDuringTraffic,
+}
+
+/// What one run found and measured.
+pub struct Report {
+    pub findings: Vec<String>,
+    pub figures: String,
+}
+
+#[derive(Debug, Default)]
+pub struct Counts {
+    pub clean: u64,
+    pub killed_start_up: u64,
+    pub killed_traffic: u64,
+    pub outages: u64,
+    pub restarts: u64,
+    pub restores: u64,
+    pub overflow_bursts: u64,
+    pub rotations: u64,
+    pub renewals: u64,
+    pub clerk_logins: u64,
+    pub cache_puts: u64,
+    pub jumps: u64,
+    pub start_ms: Vec<u64>,
+    /// (day, VmRSS, RssAnon) samples, KiB.
+    pub rss: Vec<(u64, u64, u64)>,
+    /// The highest VmHWM (peak RSS) seen, KiB.
+    pub hwm_kib: u64,
+}
+
+pub struct Sim {
+    pub sizes: Sizes,
+    pub rng: u64,
+    pub pki: Pki,
+    pub collector: SimCollector,
+    pub time_file: PathBuf,
+    pub _tpm: Swtpm,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub socket: PathBuf,
+    pub journal: PathBuf,
+    /// Seconds the simulated world is ahead of the host's clock.
+    pub sim_offset: i64,
+    pub admin_totp: Option<String>,
+    pub acked: Vec<Acked>,
+    pub findings: Vec<String>,
+    pub counts: Counts,
+    pub backup: Option<PathBuf>,
+    pub began: Instant,
+}
+
+impl Sim {
+    pub fn new(sizes: &Sizes) -> Self {
+        let pki = Pki::new();
+        let port = free_port();
+        let time_file = pki.path("collector-time");
+        std::fs::write(&time_file, "+0\n").unwrap();
+        let config = pki.path("collector.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:{port}\"\nserver_cert = \"{}\"\nserver_key = \"{}\"\n\
+                 fleet_ca = \"{}\"\nstore = \"{}\"\nca_cert = \"{}\"\nca_key = \"{}\"\n\
+                 device_cert_days = {CERT_DAYS}\nsilent_after_s = {}\n\
+                 [rate_limit]\nper_second = 1000.0\nburst = 1000\n[alerts]\ncert_expiry_days = 3\n",
+                pki.path("server.pem").display(),
+                pki.path("server.key").display(),
+                pki.path("fleet-ca.pem").display(),
+                pki.path("collector.db").display(),
+                pki.path("fleet-ca.pem").display(),
+                pki.path("fleet-ca.key").display(),
+                // Outages last days of simulated time; a terminal silent for 30 days would
+                // be an alert the scenario did not mean to cause.
+                30 * DAY,
+            ),
+        )
+        .unwrap();
+        let mut collector = SimCollector::new(&config, port, &time_file);
+        collector.start();
+
+        let tpm = Swtpm::start().unwrap();
+        let se = posguard_hal::open(&tpm.config()).unwrap();
+        se.ensure_identity_key(KeyMode::OpenOrCreate).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("device.pem");
+        pki.device_cert(se, DEVICE, real_now() - 300, CERT_DAYS, &cert);
+        let socket = dir.path().join("agent.sock");
+        let journal = dir.path().join("journal");
+        let agent_config = dir.path().join("agent.toml");
+        std::fs::write(
+            &agent_config,
+            format!(
+                "[device]\nid = \"{DEVICE}\"\n[secure_element]\ntcti = \"{}\"\n[journal]\n\
+                 dir = \"{}\"\nmax_bytes = 1048576\n[storage]\ndir = \"{}\"\n[api]\nsocket = \"{}\"\n\
+                 [uplink]\ncollector = \"127.0.0.1:{port}\"\nserver_name = \"localhost\"\n\
+                 fleet_ca = \"{}\"\ncertificate = \"{}\"\nheartbeat_secs = 1\nbackoff_max_secs = 1\n",
+                tpm.tcti(),
+                journal.display(),
+                dir.path().join("state").display(),
+                socket.display(),
+                pki.path("fleet-ca.pem").display(),
+                cert.display(),
+            ),
+        )
+        .unwrap();
+        Sim {
+            sizes: sizes.clone(),
+            rng: sizes.seed,
+            pki,
+            collector,
+            time_file,
+            _tpm: tpm,
+            config: agent_config,
+            socket,
+            journal,
+            dir,
+            sim_offset: 0,
+            admin_totp: None,
+            acked: Vec::new(),
+            findings: Vec::new(),
+            counts: Counts::default(),
+            backup: None,
+            began: Instant::now(),
+        }
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng
+    }
+
+    fn finding(&mut self, day: u64, what: String) {
+        // The first findings say what broke; a cascade of the same failure adds nothing.
+        if self.findings.len() < 40 {
+            self.findings.push(format!("day {day}: {what}"));
+        }
+    }
+
+    /// Moves the simulated world one day ahead and tells the collector's clock.
+    fn advance(&mut self) {
+        self.sim_offset += DAY;
+        std::fs::write(
+            &self.time_file,
+            format!("{}\n", offset_spec(self.sim_offset)),
+        )
+        .unwrap();
+    }
+
+    /// The collector's part of day `i`: outages, restarts, backup and restore.
+    fn collector_events(&mut self, i: u64) {
+        let p = self.sizes.period;
+        let backup_day = self.sizes.starts * 6 / 10;
+        if i % p == 10 {
+            self.collector.kill();
+            self.counts.outages += 1;
+        } else if i % p == 14 || i % p == 40 {
+            if i % p == 40 {
+                self.collector.kill();
+                self.counts.restarts += 1;
+            }
+            self.collector.start();
+        }
+        if i == backup_day {
+            let path = self.pki.path("backup.db");
+            collector_cli(
+                &self.collector.config,
+                &["backup", "--out", path.to_str().unwrap()],
+            );
+            self.backup = Some(path);
+        }
+        if i == backup_day + 5
+            && let Some(backup) = self.backup.clone()
+        {
+            self.collector.kill();
+            for ext in ["db", "db-wal", "db-shm"] {
+                let _ = std::fs::remove_file(self.pki.path(&format!("collector.{ext}")));
+            }
+            collector_cli(
+                &self.collector.config,
+                &["restore", "--from", backup.to_str().unwrap()],
+            );
+            self.collector.start();
+            self.counts.restores += 1;
+        }
+    }
+
+    /// The terminal's clock offset on day `i`: the world's, or 400 days off on the days its
+    /// clock is wrong (the next day it jumps back).
+    fn agent_offset(&mut self, i: u64) -> i64 {
+        match i % self.sizes.period {
+            25 => {
+                self.counts.jumps += 1;
+                self.sim_offset + JUMP
+            }
+            60 => {
+                self.counts.jumps += 1;
+                self.sim_offset - JUMP
+            }
+            _ => self.sim_offset,
+        }
+    }
+
+    /// One agent start: a simulated day.
+    pub fn day(&mut self, i: u64) {
+        self.advance();
+        self.collector_events(i);
+        let offset = self.agent_offset(i);
+        let burst = self.burst_day(i);
+        let ending = match (i, self.next() % 100) {
+            // The first day enrolls the clerks; a burst day fills the journal.
+            (0, _) => Ending::Clean,
+            _ if burst => Ending::Clean,
+            (_, 0..10) => Ending::KillDuringStartUp,
+            (_, 10..40) => Ending::KillDuringTraffic,
+            _ => Ending::Clean,
+        };
+        let mut agent = AgentRun::spawn(&self.config, &agent_env(offset));
+        if ending == Ending::KillDuringStartUp {
+            // The kill moment is the point of the test: anywhere in a typical start-up.
+            let typical = self.typical_start_ms().max(20);
+            let ms = self.next() % typical;
+            std::thread::sleep(Duration::from_millis(ms));
+            agent.kill();
+            self.counts.killed_start_up += 1;
+            return;
+        }
+        match agent.wait_ready(&self.socket, Duration::from_secs(30)) {
+            Ok(took) => self
+                .counts
+                .start_ms
+                .push(u64::try_from(took.as_millis()).unwrap_or(u64::MAX)),
+            Err(e) => {
+                self.finding(i, format!("the agent did not start: {e}"));
+                agent.kill();
+                return;
+            }
+        }
+        let status = call(&self.socket, "status", json!({}))
+            .map(|v| v["result"].clone())
+            .unwrap_or_default();
+        if i % 10 == 0 || std::env::var_os("POSGUARD_LIFETIME_VERBOSE").is_some() {
+            eprintln!(
+                "day {i}: up in {} ms; journal head {} shipped {} dropped {}; collector {}; \
+                 {} s",
+                self.counts.start_ms.last().copied().unwrap_or(0),
+                status["journal"]["head_seq"],
+                status["journal"]["shipped_seq"],
+                status["journal"]["dropped"],
+                if self.collector.is_up() { "up" } else { "down" },
+                self.began.elapsed().as_secs()
+            );
+        }
+        if status["condition"] != "ok" {
+            self.finding(
+                i,
+                format!(
+                    "start-up check: condition {}, journal {}",
+                    status["condition"], status["journal"]
+                ),
+            );
+        }
+        if i == 0 {
+            self.enroll_clerks(i);
+        }
+        let tag = format!("d{i}");
+        if ending == Ending::KillDuringTraffic {
+            let stop = Arc::new(AtomicBool::new(false));
+            let (socket, events, stop2) = (self.socket.clone(), self.sizes.events, stop.clone());
+            let traffic =
+                std::thread::spawn(move || pos_traffic(&socket, 2, events / 2, &tag, &stop2));
+            // The kill moment is the point of the test: somewhere in the traffic.
+            let ms = self.next() % 40;
+            std::thread::sleep(Duration::from_millis(ms));
+            agent.kill();
+            stop.store(true, Ordering::Relaxed);
+            let (acked, _) = traffic.join().unwrap();
+            self.acked.extend(acked);
+            self.counts.killed_traffic += 1;
+            return;
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let (acked, refused) = pos_traffic(&self.socket, 2, self.sizes.events / 2, &tag, &stop);
+        self.acked.extend(acked);
+        if let Some(r) = refused.first() {
+            self.finding(
+                i,
+                format!("{} POS events refused, first: {r}", refused.len()),
+            );
+        }
+        self.cache_and_logins(i, offset);
+        if burst {
+            self.overflow_burst(i, agent.pid());
+        }
+        if i % 50 == 1 {
+            self.sample_rss(i, agent.pid());
+        }
+        match agent.terminate() {
+            Some(s) if s.success() => self.counts.clean += 1,
+            other => self.finding(i, format!("a clean stop ended with {other:?}")),
+        }
+    }
+
+    /// An overflow cycle in every other incident cycle, on the second day of its outage.
+    fn burst_day(&self, i: u64) -> bool {
+        i % self.sizes.period == 11 && (i / self.sizes.period) % 2 == 0
+    }
+
+    fn typical_start_ms(&self) -> u64 {
+        let s = &self.counts.start_ms;
+        if s.is_empty() {
+            return 100;
+        }
+        let mut v = s.clone();
+        v.sort_unstable();
+        v[v.len() / 2]
+    }
+
+    pub fn sample_rss(&mut self, day: u64, pid: u32) {
+        if let (Some(rss), Some(anon)) = (
+            proc_status_kib(pid, "VmRSS:"),
+            proc_status_kib(pid, "RssAnon:"),
+        ) {
+            self.counts.rss.push((day, rss, anon));
+        }
+        let hwm = proc_status_kib(pid, "VmHWM:").unwrap_or(0);
+        self.counts.hwm_kib = self.counts.hwm_kib.max(hwm);
+    }
+
+    /// The first admin (enrolled without a token, as provisioning does) and a clerk.
+    fn enroll_clerks(&mut self, i: u64) {
+        let admin = call(
+            &self.socket,
+            "clerk.enroll",
+            json!({"clerk": ADMIN, "role": "Admin", "secret": ADMIN_SECRET}),
+        )
+        .unwrap_or_default();
+        let Some(secret) = admin["result"]["totp_secret"].as_str() else {
+            self.finding(i, format!("first admin not enrolled: {admin}"));
+            return;
+        };
+        self.admin_totp = Some(secret.to_owned());
+        let Some(token) = self.admin_session(i, self.sim_offset) else {
+            return;
+        };
+        let clerk = call(
+            &self.socket,
+            "clerk.enroll",
+            json!({"token": token, "clerk": CLERK, "role": "Clerk", "secret": CLERK_PIN}),
+        )
+        .unwrap_or_default();
+        if clerk["ok"] != true {
+            self.finding(i, format!("clerk not enrolled: {clerk}"));
+        }
+    }
+
+    /// An admin session: password, then the TOTP code for the terminal's (shifted) clock.
+    fn admin_session(&mut self, i: u64, offset: i64) -> Option<String> {
+        let secret = self.admin_totp.clone()?;
+        let step1 = call(
+            &self.socket,
+            "login",
+            json!({"clerk": ADMIN, "secret": ADMIN_SECRET}),
+        )
+        .unwrap_or_default();
+        let Some(challenge) = step1["result"]["challenge"].as_str() else {
+            self.finding(i, format!("admin login: {step1}"));
+            return None;
+        };
+        let out = std::process::Command::new("oathtool")
+            .args(["--totp", "-b", &format!("--now=@{}", real_now() + offset)])
+            .arg(&secret)
+            .output()
+            .expect("run oathtool (scripts/lib/common.sh installs it)");
+        let code = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let step2 = call(
+            &self.socket,
+            "verify_mfa",
+            json!({"challenge": challenge, "totp": code}),
+        )
+        .unwrap_or_default();
+        match step2["result"]["token"].as_str() {
+            Some(t) => Some(t.to_owned()),
+            None => {
+                self.finding(i, format!("admin TOTP refused: {step2}"));
+                None
+            }
+        }
+    }
+
+    /// Cache puts every day (read back, also after a rotation), a clerk login every fifth day,
+    /// a data-key rotation every 25th day on which the terminal's clock is right.
+    fn cache_and_logins(&mut self, i: u64, offset: i64) {
+        let ids: Vec<String> = (0..2).map(|k| format!("txn-{i}-{k}")).collect();
+        for id in &ids {
+            let value = data_encoding_b64(format!("basket of day {i} {id}").as_bytes());
+            let r = call(
+                &self.socket,
+                "cache.put",
+                json!({"id": id, "value_b64": value, "retention_secs": 3600}),
+            )
+            .unwrap_or_default();
+            if r["ok"] == true {
+                self.counts.cache_puts += 1;
+            } else {
+                self.finding(i, format!("cache.put {id}: {r}"));
+            }
+        }
+        if i % 5 == 2 {
+            let r = call(
+                &self.socket,
+                "login",
+                json!({"clerk": CLERK, "secret": CLERK_PIN}),
+            )
+            .unwrap_or_default();
+            match r["result"]["token"].as_str() {
+                Some(token) => {
+                    self.counts.clerk_logins += 1;
+                    let _ = call(&self.socket, "logout", json!({"token": token}));
+                }
+                None => self.finding(i, format!("clerk login: {r}")),
+            }
+        }
+        if i % 25 == 5 && offset == self.sim_offset {
+            if let Some(token) = self.admin_session(i, offset) {
+                let r = call(&self.socket, "cache.rotate_key", json!({"token": token}))
+                    .unwrap_or_default();
+                if r["result"]["key_version"].as_u64().is_some() {
+                    self.counts.rotations += 1;
+                } else {
+                    self.finding(i, format!("cache.rotate_key: {r}"));
+                }
+                let _ = call(&self.socket, "logout", json!({"token": token}));
+            }
+        }
+        for id in &ids {
+            let r = call(&self.socket, "cache.get", json!({"id": id})).unwrap_or_default();
+            if r["ok"] != true {
+                self.finding(i, format!("cache.get {id} after put: {r}"));
+            }
+        }
+    }
+
+    /// With the collector down: POS traffic until the 1 MiB journal overflows, then a little more.
+    fn overflow_burst(&mut self, i: u64, pid: u32) {
+        let dropped = |s: &Self| {
+            call(&s.socket, "status", json!({}))
+                .and_then(|v| v["result"]["journal"]["dropped"].as_u64())
+                .unwrap_or(0)
+        };
+        let before = dropped(self);
+        let stop = Arc::new(AtomicBool::new(false));
+        for round in 0..40 {
+            // Long references: larger records fill the 1 MiB bound with fewer events.
+            let tag = format!("d{i}-burst{round}-{}", "x".repeat(180));
+            let (acked, refused) = pos_traffic(&self.socket, 8, 250, &tag, &stop);
+            self.acked.extend(acked);
+            if let Some(r) = refused.first() {
+                self.finding(
+                    i,
+                    format!("overflow burst refused {} events: {r}", refused.len()),
+                );
+                return;
+            }
+            if dropped(self) > before && round % 2 == 1 {
+                self.counts.overflow_bursts += 1;
+                self.sample_rss(i, pid);
+                return;
+            }
+        }
+        self.finding(
+            i,
+            "80,000 events with the collector down never overflowed 1 MiB".into(),
+        );
+    }
+
+    pub fn figures(&self, extra: &str) -> String {
+        let c = &self.counts;
+        let starts = c.clean + c.killed_start_up + c.killed_traffic;
+        let secs = self.began.elapsed().as_secs_f64();
+        let max = |v: &Vec<u64>| v.iter().copied().max().unwrap_or(0);
+        format!(
+            "{starts} agent starts in {secs:.0} s ({:.1} starts/s; {} clean, {} killed in \
+             start-up, {} killed in traffic); start to socket median {} ms, max {} ms; \
+             {} simulated days; {} events acknowledged; collector: {} outages, {} restarts, \
+             {} restores; {} overflow bursts; {} clock jumps; {} data-key rotations; {} certificate renewals; \
+             {} clerk logins; {} cache puts; agent RSS max {:.1} MiB (heap {:.1} MiB) over {} \
+             samples, peak (VmHWM) {:.1} MiB; {extra}",
+            starts as f64 / secs.max(0.001),
+            c.clean,
+            c.killed_start_up,
+            c.killed_traffic,
+            self.typical_start_ms(),
+            max(&c.start_ms),
+            self.sim_offset / DAY,
+            self.acked.len(),
+            c.outages,
+            c.restarts,
+            c.restores,
+            c.overflow_bursts,
+            c.jumps,
+            c.rotations,
+            c.renewals,
+            c.clerk_logins,
+            c.cache_puts,
+            mib(c.rss.iter().map(|s| s.1).max().unwrap_or(0)),
+            mib(c.rss.iter().map(|s| s.2).max().unwrap_or(0)),
+            c.rss.len(),
+            mib(c.hwm_kib),
+        )
+    }
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// Standard base64 (padded), as the local API takes cache values.
+fn data_encoding_b64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for k in 0..4 {
+            if k <= chunk.len() {
+                out.push(char::from(A[((n >> (18 - 6 * k)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Helper for check.rs: the stored rows of the device as JSON values.
+pub fn stored_rows(config: &std::path::Path) -> Vec<Value> {
+    collector_cli(config, &["query", "--device", DEVICE])
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
