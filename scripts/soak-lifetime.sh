@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 # shellcheck source=lib/common.sh
 . scripts/lib/common.sh
 ensure_rust
-ensure_packages "${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
+ensure_packages "${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}" python3
 
 export POSGUARD_LIFETIME_STARTS=${STARTS:-3000}
 export POSGUARD_LIFETIME_EVENTS=${EVENTS:-16}
@@ -26,4 +26,8 @@ section "building the optimised binaries"
 cargo build --locked --release --workspace --bins
 
 section "field lifetime: $POSGUARD_LIFETIME_STARTS agent starts, $POSGUARD_LIFETIME_EVENTS POS events each"
-cargo test --locked --release -p posguard-e2e --test lifetime -- --nocapture
+# The scenario code runs as a debug test; the agent and the collector it starts are the
+# optimised binaries.
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+POSGUARD_E2E_BIN_DIR="$target_dir/release" \
+  cargo test --locked -p posguard-e2e --test lifetime -- --nocapture

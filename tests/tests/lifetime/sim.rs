@@ -93,6 +93,7 @@ pub struct Report {
 #[derive(Debug, Default)]
 pub struct Counts {
     pub clean: u64,
+    pub failed_starts: u64,
     pub killed_start_up: u64,
     pub killed_traffic: u64,
     pub outages: u64,
@@ -117,7 +118,7 @@ pub struct Sim {
     pub pki: Pki,
     pub collector: SimCollector,
     pub time_file: PathBuf,
-    pub _tpm: Swtpm,
+    pub tpm: Swtpm,
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     pub socket: PathBuf,
@@ -127,6 +128,8 @@ pub struct Sim {
     pub admin_totp: Option<String>,
     pub acked: Vec<Acked>,
     pub findings: Vec<String>,
+    /// (finding, first day, days) of the findings made along the way.
+    pub daily: Vec<(String, u64, u64)>,
     pub counts: Counts,
     pub backup: Option<PathBuf>,
     pub began: Instant,
@@ -192,7 +195,7 @@ impl Sim {
             pki,
             collector,
             time_file,
-            _tpm: tpm,
+            tpm,
             config: agent_config,
             socket,
             journal,
@@ -201,6 +204,7 @@ impl Sim {
             admin_totp: None,
             acked: Vec::new(),
             findings: Vec::new(),
+            daily: Vec::new(),
             counts: Counts::default(),
             backup: None,
             began: Instant::now(),
@@ -214,11 +218,24 @@ impl Sim {
         self.rng
     }
 
+    /// A finding of day `day`. The same one on many days is reported once, with its first day
+    /// and how often: a crash loop of 500 days is one finding.
     fn finding(&mut self, day: u64, what: String) {
-        // The first findings say what broke; a cascade of the same failure adds nothing.
-        if self.findings.len() < 40 {
-            self.findings.push(format!("day {day}: {what}"));
+        match self.daily.iter_mut().find(|(w, _, _)| *w == what) {
+            Some((_, _, n)) => *n += 1,
+            None => self.daily.push((what, day, 1)),
         }
+    }
+
+    /// The day findings, in the order they first happened.
+    pub fn day_findings(&self) -> Vec<String> {
+        self.daily
+            .iter()
+            .map(|(what, day, n)| match n {
+                1 => format!("day {day}: {what}"),
+                n => format!("from day {day}, on {n} days: {what}"),
+            })
+            .collect()
     }
 
     /// Moves the simulated world one day ahead and tells the collector's clock.
@@ -306,6 +323,7 @@ impl Sim {
             let ms = self.next() % typical;
             std::thread::sleep(Duration::from_millis(ms));
             agent.kill();
+            self.after_kill(i);
             self.counts.killed_start_up += 1;
             return;
         }
@@ -317,6 +335,7 @@ impl Sim {
             Err(e) => {
                 self.finding(i, format!("the agent did not start: {e}"));
                 agent.kill();
+                self.counts.failed_starts += 1;
                 return;
             }
         }
@@ -357,6 +376,7 @@ impl Sim {
             let ms = self.next() % 40;
             std::thread::sleep(Duration::from_millis(ms));
             agent.kill();
+            self.after_kill(i);
             stop.store(true, Ordering::Relaxed);
             let (acked, _) = traffic.join().unwrap();
             self.acked.extend(acked);
@@ -388,6 +408,25 @@ impl Sim {
     /// An overflow cycle in every other incident cycle, on the second day of its outage.
     fn burst_day(&self, i: u64) -> bool {
         i % self.sizes.period == 11 && (i / self.sizes.period) % 2 == 0
+    }
+
+    /// What the kernel's resource manager (`/dev/tpmrm0`) does when a process dies: flush the
+    /// transient objects and sessions it left in the TPM. swtpm's socket has no resource
+    /// manager, so without this every kill between a load and its flush would leak one of the
+    /// TPM's three object slots, which a terminal never sees. Clean stops get no such help.
+    fn after_kill(&mut self, day: u64) {
+        for what in ["-t", "-l", "-s"] {
+            let out = std::process::Command::new("tpm2_flushcontext")
+                .arg(what)
+                .env("TPM2TOOLS_TCTI", self.tpm.tcti())
+                .output();
+            if let Ok(o) = out
+                && !o.status.success()
+            {
+                let e = String::from_utf8_lossy(&o.stderr).trim().to_owned();
+                self.finding(day, format!("tpm2_flushcontext {what}: {e}"));
+            }
+        }
     }
 
     fn typical_start_ms(&self) -> u64 {
@@ -560,12 +599,12 @@ impl Sim {
 
     pub fn figures(&self, extra: &str) -> String {
         let c = &self.counts;
-        let starts = c.clean + c.killed_start_up + c.killed_traffic;
+        let starts = c.clean + c.killed_start_up + c.killed_traffic + c.failed_starts;
         let secs = self.began.elapsed().as_secs_f64();
         let max = |v: &Vec<u64>| v.iter().copied().max().unwrap_or(0);
         format!(
             "{starts} agent starts in {secs:.0} s ({:.1} starts/s; {} clean, {} killed in \
-             start-up, {} killed in traffic); start to socket median {} ms, max {} ms; \
+             start-up, {} killed in traffic, {} failed); start to socket median {} ms, max {} ms; \
              {} simulated days; {} events acknowledged; collector: {} outages, {} restarts, \
              {} restores; {} overflow bursts; {} clock jumps; {} data-key rotations; {} certificate renewals; \
              {} clerk logins; {} cache puts; agent RSS max {:.1} MiB (heap {:.1} MiB) over {} \
@@ -574,6 +613,7 @@ impl Sim {
             c.clean,
             c.killed_start_up,
             c.killed_traffic,
+            c.failed_starts,
             self.typical_start_ms(),
             max(&c.start_ms),
             self.sim_offset / DAY,
