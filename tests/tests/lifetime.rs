@@ -28,8 +28,14 @@
 // The crate root sits beside its modules, so they are named by path.
 #[path = "lifetime/check.rs"]
 mod check;
+#[path = "lifetime/figures.rs"]
+mod figures;
+#[path = "lifetime/pos.rs"]
+mod pos;
 #[path = "lifetime/sim.rs"]
 mod sim;
+#[path = "lifetime/world.rs"]
+mod world;
 
 use sim::{Sim, Sizes};
 

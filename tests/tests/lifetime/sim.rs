@@ -8,8 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use posguard_e2e::lifetime::{
-    Acked, AgentRun, Pki, SimCollector, agent_env, call, offset_spec, pos_traffic, proc_status_kib,
-    real_now,
+    Acked, AgentRun, Pki, SimCollector, agent_env, call, pos_traffic, proc_status_kib, real_now,
 };
 use posguard_e2e::{collector_cli, free_port};
 use posguard_hal::KeyMode;
@@ -17,14 +16,10 @@ use posguard_hal::testing::Swtpm;
 use serde_json::{Value, json};
 
 pub const DEVICE: &str = "term-lifetime";
-const DAY: i64 = 86_400;
+pub const DAY: i64 = 86_400;
 /// How far the terminal's clock jumps (both ways) on the days it is wrong.
-const JUMP: i64 = 400 * DAY;
+pub const JUMP: i64 = 400 * DAY;
 const CERT_DAYS: i64 = 30;
-const ADMIN: &str = "lt-admin";
-const ADMIN_SECRET: &str = "lifetime admin 2026";
-const CLERK: &str = "lt-clerk";
-const CLERK_PIN: &str = "583921";
 
 #[derive(Debug, Clone)]
 pub struct Sizes {
@@ -220,7 +215,7 @@ impl Sim {
 
     /// A finding of day `day`. The same one on many days is reported once, with its first day
     /// and how often: a crash loop of 500 days is one finding.
-    fn finding(&mut self, day: u64, what: String) {
+    pub(crate) fn finding(&mut self, day: u64, what: String) {
         match self.daily.iter_mut().find(|(w, _, _)| *w == what) {
             Some((_, _, n)) => *n += 1,
             None => self.daily.push((what, day, 1)),
@@ -236,70 +231,6 @@ impl Sim {
                 n => format!("from day {day}, on {n} days: {what}"),
             })
             .collect()
-    }
-
-    /// Moves the simulated world one day ahead and tells the collector's clock.
-    fn advance(&mut self) {
-        self.sim_offset += DAY;
-        std::fs::write(
-            &self.time_file,
-            format!("{}\n", offset_spec(self.sim_offset)),
-        )
-        .unwrap();
-    }
-
-    /// The collector's part of day `i`: outages, restarts, backup and restore.
-    fn collector_events(&mut self, i: u64) {
-        let p = self.sizes.period;
-        let backup_day = self.sizes.starts * 6 / 10;
-        if i % p == 10 {
-            self.collector.kill();
-            self.counts.outages += 1;
-        } else if i % p == 14 || i % p == 40 {
-            if i % p == 40 {
-                self.collector.kill();
-                self.counts.restarts += 1;
-            }
-            self.collector.start();
-        }
-        if i == backup_day {
-            let path = self.pki.path("backup.db");
-            collector_cli(
-                &self.collector.config,
-                &["backup", "--out", path.to_str().unwrap()],
-            );
-            self.backup = Some(path);
-        }
-        if i == backup_day + 5
-            && let Some(backup) = self.backup.clone()
-        {
-            self.collector.kill();
-            for ext in ["db", "db-wal", "db-shm"] {
-                let _ = std::fs::remove_file(self.pki.path(&format!("collector.{ext}")));
-            }
-            collector_cli(
-                &self.collector.config,
-                &["restore", "--from", backup.to_str().unwrap()],
-            );
-            self.collector.start();
-            self.counts.restores += 1;
-        }
-    }
-
-    /// The terminal's clock offset on day `i`: the world's, or 400 days off on the days its
-    /// clock is wrong (the next day it jumps back).
-    fn agent_offset(&mut self, i: u64) -> i64 {
-        match i % self.sizes.period {
-            25 => {
-                self.counts.jumps += 1;
-                self.sim_offset + JUMP
-            }
-            60 => {
-                self.counts.jumps += 1;
-                self.sim_offset - JUMP
-            }
-            _ => self.sim_offset,
-        }
     }
 
     /// One agent start: a simulated day.
@@ -410,26 +341,7 @@ impl Sim {
         i % self.sizes.period == 11 && (i / self.sizes.period) % 2 == 0
     }
 
-    /// What the kernel's resource manager (`/dev/tpmrm0`) does when a process dies: flush the
-    /// transient objects and sessions it left in the TPM. swtpm's socket has no resource
-    /// manager, so without this every kill between a load and its flush would leak one of the
-    /// TPM's three object slots, which a terminal never sees. Clean stops get no such help.
-    fn after_kill(&mut self, day: u64) {
-        for what in ["-t", "-l", "-s"] {
-            let out = std::process::Command::new("tpm2_flushcontext")
-                .arg(what)
-                .env("TPM2TOOLS_TCTI", self.tpm.tcti())
-                .output();
-            if let Ok(o) = out
-                && !o.status.success()
-            {
-                let e = String::from_utf8_lossy(&o.stderr).trim().to_owned();
-                self.finding(day, format!("tpm2_flushcontext {what}: {e}"));
-            }
-        }
-    }
-
-    fn typical_start_ms(&self) -> u64 {
+    pub(crate) fn typical_start_ms(&self) -> u64 {
         let s = &self.counts.start_ms;
         if s.is_empty() {
             return 100;
@@ -449,216 +361,6 @@ impl Sim {
         let hwm = proc_status_kib(pid, "VmHWM:").unwrap_or(0);
         self.counts.hwm_kib = self.counts.hwm_kib.max(hwm);
     }
-
-    /// The first admin (enrolled without a token, as provisioning does) and a clerk.
-    fn enroll_clerks(&mut self, i: u64) {
-        let admin = call(
-            &self.socket,
-            "clerk.enroll",
-            json!({"clerk": ADMIN, "role": "Admin", "secret": ADMIN_SECRET}),
-        )
-        .unwrap_or_default();
-        let Some(secret) = admin["result"]["totp_secret"].as_str() else {
-            self.finding(i, format!("first admin not enrolled: {admin}"));
-            return;
-        };
-        self.admin_totp = Some(secret.to_owned());
-        let Some(token) = self.admin_session(i, self.sim_offset) else {
-            return;
-        };
-        let clerk = call(
-            &self.socket,
-            "clerk.enroll",
-            json!({"token": token, "clerk": CLERK, "role": "Clerk", "secret": CLERK_PIN}),
-        )
-        .unwrap_or_default();
-        if clerk["ok"] != true {
-            self.finding(i, format!("clerk not enrolled: {clerk}"));
-        }
-    }
-
-    /// An admin session: password, then the TOTP code for the terminal's (shifted) clock.
-    fn admin_session(&mut self, i: u64, offset: i64) -> Option<String> {
-        let secret = self.admin_totp.clone()?;
-        let step1 = call(
-            &self.socket,
-            "login",
-            json!({"clerk": ADMIN, "secret": ADMIN_SECRET}),
-        )
-        .unwrap_or_default();
-        let Some(challenge) = step1["result"]["challenge"].as_str() else {
-            self.finding(i, format!("admin login: {step1}"));
-            return None;
-        };
-        let out = std::process::Command::new("oathtool")
-            .args(["--totp", "-b", &format!("--now=@{}", real_now() + offset)])
-            .arg(&secret)
-            .output()
-            .expect("run oathtool (scripts/lib/common.sh installs it)");
-        let code = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        let step2 = call(
-            &self.socket,
-            "verify_mfa",
-            json!({"challenge": challenge, "totp": code}),
-        )
-        .unwrap_or_default();
-        match step2["result"]["token"].as_str() {
-            Some(t) => Some(t.to_owned()),
-            None => {
-                self.finding(i, format!("admin TOTP refused: {step2}"));
-                None
-            }
-        }
-    }
-
-    /// Cache puts every day (read back, also after a rotation), a clerk login every fifth day,
-    /// a data-key rotation every 25th day on which the terminal's clock is right.
-    fn cache_and_logins(&mut self, i: u64, offset: i64) {
-        let ids: Vec<String> = (0..2).map(|k| format!("txn-{i}-{k}")).collect();
-        for id in &ids {
-            let value = data_encoding_b64(format!("basket of day {i} {id}").as_bytes());
-            let r = call(
-                &self.socket,
-                "cache.put",
-                json!({"id": id, "value_b64": value, "retention_secs": 3600}),
-            )
-            .unwrap_or_default();
-            if r["ok"] == true {
-                self.counts.cache_puts += 1;
-            } else {
-                self.finding(i, format!("cache.put {id}: {r}"));
-            }
-        }
-        if i % 5 == 2 {
-            let r = call(
-                &self.socket,
-                "login",
-                json!({"clerk": CLERK, "secret": CLERK_PIN}),
-            )
-            .unwrap_or_default();
-            match r["result"]["token"].as_str() {
-                Some(token) => {
-                    self.counts.clerk_logins += 1;
-                    let _ = call(&self.socket, "logout", json!({"token": token}));
-                }
-                None => self.finding(i, format!("clerk login: {r}")),
-            }
-        }
-        if i % 25 == 5 && offset == self.sim_offset {
-            if let Some(token) = self.admin_session(i, offset) {
-                let r = call(&self.socket, "cache.rotate_key", json!({"token": token}))
-                    .unwrap_or_default();
-                if r["result"]["key_version"].as_u64().is_some() {
-                    self.counts.rotations += 1;
-                } else {
-                    self.finding(i, format!("cache.rotate_key: {r}"));
-                }
-                let _ = call(&self.socket, "logout", json!({"token": token}));
-            }
-        }
-        for id in &ids {
-            let r = call(&self.socket, "cache.get", json!({"id": id})).unwrap_or_default();
-            if r["ok"] != true {
-                self.finding(i, format!("cache.get {id} after put: {r}"));
-            }
-        }
-    }
-
-    /// With the collector down: POS traffic until the 1 MiB journal overflows, then a little more.
-    fn overflow_burst(&mut self, i: u64, pid: u32) {
-        let dropped = |s: &Self| {
-            call(&s.socket, "status", json!({}))
-                .and_then(|v| v["result"]["journal"]["dropped"].as_u64())
-                .unwrap_or(0)
-        };
-        let before = dropped(self);
-        let stop = Arc::new(AtomicBool::new(false));
-        for round in 0..40 {
-            // Long references: larger records fill the 1 MiB bound with fewer events.
-            let tag = format!("d{i}-burst{round}-{}", "x".repeat(180));
-            let (acked, refused) = pos_traffic(&self.socket, 8, 250, &tag, &stop);
-            self.acked.extend(acked);
-            if let Some(r) = refused.first() {
-                self.finding(
-                    i,
-                    format!("overflow burst refused {} events: {r}", refused.len()),
-                );
-                return;
-            }
-            if dropped(self) > before && round % 2 == 1 {
-                self.counts.overflow_bursts += 1;
-                self.sample_rss(i, pid);
-                return;
-            }
-        }
-        self.finding(
-            i,
-            "80,000 events with the collector down never overflowed 1 MiB".into(),
-        );
-    }
-
-    pub fn figures(&self, extra: &str) -> String {
-        let c = &self.counts;
-        let starts = c.clean + c.killed_start_up + c.killed_traffic + c.failed_starts;
-        let secs = self.began.elapsed().as_secs_f64();
-        let max = |v: &Vec<u64>| v.iter().copied().max().unwrap_or(0);
-        format!(
-            "{starts} agent starts in {secs:.0} s ({:.1} starts/s; {} clean, {} killed in \
-             start-up, {} killed in traffic, {} failed); start to socket median {} ms, max {} ms; \
-             {} simulated days; {} events acknowledged; collector: {} outages, {} restarts, \
-             {} restores; {} overflow bursts; {} clock jumps; {} data-key rotations; {} certificate renewals; \
-             {} clerk logins; {} cache puts; agent RSS max {:.1} MiB (heap {:.1} MiB) over {} \
-             samples, peak (VmHWM) {:.1} MiB; {extra}",
-            starts as f64 / secs.max(0.001),
-            c.clean,
-            c.killed_start_up,
-            c.killed_traffic,
-            c.failed_starts,
-            self.typical_start_ms(),
-            max(&c.start_ms),
-            self.sim_offset / DAY,
-            self.acked.len(),
-            c.outages,
-            c.restarts,
-            c.restores,
-            c.overflow_bursts,
-            c.jumps,
-            c.rotations,
-            c.renewals,
-            c.clerk_logins,
-            c.cache_puts,
-            mib(c.rss.iter().map(|s| s.1).max().unwrap_or(0)),
-            mib(c.rss.iter().map(|s| s.2).max().unwrap_or(0)),
-            c.rss.len(),
-            mib(c.hwm_kib),
-        )
-    }
-}
-
-fn mib(kib: u64) -> f64 {
-    kib as f64 / 1024.0
-}
-
-/// Standard base64 (padded), as the local API takes cache values.
-fn data_encoding_b64(bytes: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for k in 0..4 {
-            if k <= chunk.len() {
-                out.push(char::from(A[((n >> (18 - 6 * k)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 /// Helper for check.rs: the stored rows of the device as JSON values.
