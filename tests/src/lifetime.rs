@@ -3,7 +3,14 @@
 //! shifted wall clock for the real binaries through libfaketime (monotonic clocks untouched), a
 //! collector whose clock follows a file, agent processes that can be killed at any moment, and
 //! POS clients that remember every event the agent acknowledged.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// Test support: a failure to set up is a test failure. Indexing is serde_json's `Value[..]`,
+// which answers `Null` for what is missing and never panics.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;

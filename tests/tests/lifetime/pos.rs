@@ -111,17 +111,18 @@ impl Sim {
                 None => self.finding(i, format!("clerk login: {r}")),
             }
         }
-        if i % 25 == 5 && offset == self.sim_offset {
-            if let Some(token) = self.admin_session(i, offset) {
-                let r = call(&self.socket, "cache.rotate_key", json!({"token": token}))
-                    .unwrap_or_default();
-                if r["result"]["key_version"].as_u64().is_some() {
-                    self.counts.rotations += 1;
-                } else {
-                    self.finding(i, format!("cache.rotate_key: {r}"));
-                }
-                let _ = call(&self.socket, "logout", json!({"token": token}));
+        if i % 25 == 5
+            && offset == self.sim_offset
+            && let Some(token) = self.admin_session(i, offset)
+        {
+            let r =
+                call(&self.socket, "cache.rotate_key", json!({"token": token})).unwrap_or_default();
+            if r["result"]["key_version"].as_u64().is_some() {
+                self.counts.rotations += 1;
+            } else {
+                self.finding(i, format!("cache.rotate_key: {r}"));
             }
+            let _ = call(&self.socket, "logout", json!({"token": token}));
         }
         for id in &ids {
             let r = call(&self.socket, "cache.get", json!({"id": id})).unwrap_or_default();

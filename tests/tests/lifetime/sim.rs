@@ -42,21 +42,23 @@ fn env_u64(name: &str, default: u64) -> u64 {
 }
 
 /// The agent's RSS bound: 24 MiB for the optimised daemon (docs/PERFORMANCE.md, "Memory");
-/// a debug build maps a 160 MB binary and keeps more on the heap, so CI, which runs those,
-/// checks a looser bound that still catches growth over the run (the figures say by how much).
+/// a debug build maps a 160 MB binary and keeps more on the heap (52-56 MiB measured at the end
+/// of a CI run, 18 MiB optimised), so CI, which runs those, checks a looser bound that still
+/// catches growth over the run.
 fn default_rss_mib() -> u64 {
     if std::env::var_os("POSGUARD_E2E_BIN_DIR").is_some() || !cfg!(debug_assertions) {
         24
     } else {
-        64
+        80
     }
 }
 
 impl Sizes {
     pub fn from_env() -> Self {
-        // 300 in CI: the debug binaries take 0.5-3 s a start on 2 shared cores (the optimised
-        // ones 0.2-0.4 s); scripts/soak-lifetime.sh runs thousands (docs/PERFORMANCE.md).
-        let starts = env_u64("POSGUARD_LIFETIME_STARTS", 300);
+        // 200 in CI: the debug binaries CI runs take 1-3 s a day on 2 shared cores (the
+        // optimised ones 0.3-0.45 s); two 100-day cycles hold every incident of the scenario.
+        // scripts/soak-lifetime.sh runs thousands (docs/PERFORMANCE.md, "Field lifetime").
+        let starts = env_u64("POSGUARD_LIFETIME_STARTS", 200);
         assert!(starts >= 100, "POSGUARD_LIFETIME_STARTS: at least 100");
         Sizes {
             starts,
@@ -273,7 +275,7 @@ impl Sim {
         let status = call(&self.socket, "status", json!({}))
             .map(|v| v["result"].clone())
             .unwrap_or_default();
-        if i % 10 == 0 || std::env::var_os("POSGUARD_LIFETIME_VERBOSE").is_some() {
+        if i.is_multiple_of(10) || std::env::var_os("POSGUARD_LIFETIME_VERBOSE").is_some() {
             eprintln!(
                 "day {i}: up in {} ms; journal head {} shipped {} dropped {}; collector {}; \
                  {} s",
@@ -338,7 +340,7 @@ impl Sim {
 
     /// An overflow cycle in every other incident cycle, on the second day of its outage.
     fn burst_day(&self, i: u64) -> bool {
-        i % self.sizes.period == 11 && (i / self.sizes.period) % 2 == 0
+        i % self.sizes.period == 11 && (i / self.sizes.period).is_multiple_of(2)
     }
 
     pub(crate) fn typical_start_ms(&self) -> u64 {
