@@ -341,6 +341,21 @@ pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
         .and_then(|n| n.parse().ok())
 }
 
+/// Runs `posguard-collector <args> --config <config>`: what it printed, or why it failed.
+pub fn collector_try(config: &Path, args: &[&str]) -> Result<String, String> {
+    let out = crate::command("posguard-collector")
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .map_err(|e| format!("cannot run posguard-collector: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+    }
+}
+
 /// One request on a fresh connection; `None` if the agent did not answer (killed, restarting).
 pub fn call(socket: &Path, method: &str, params: Value) -> Option<Value> {
     let s = UnixStream::connect(socket).ok()?;

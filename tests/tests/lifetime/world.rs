@@ -2,8 +2,7 @@
 //! collector's incidents (outages, restarts, backup and restore), the terminal's wrong clock on
 //! some days, and what the kernel's TPM resource manager does when a process dies.
 
-use posguard_e2e::collector_cli;
-use posguard_e2e::lifetime::offset_spec;
+use posguard_e2e::lifetime::{collector_try, offset_spec};
 
 use crate::sim::{DAY, JUMP, Sim};
 
@@ -34,26 +33,44 @@ impl Sim {
         }
         if i == backup_day {
             let path = self.pki.path("backup.db");
-            collector_cli(
+            match collector_try(
                 &self.collector.config,
                 &["backup", "--out", path.to_str().unwrap()],
-            );
-            self.backup = Some(path);
+            ) {
+                Ok(_) => self.backup = Some(path),
+                Err(e) => self.finding(i, format!("collector backup refused: {e}")),
+            }
         }
         if i == backup_day + 5
             && let Some(backup) = self.backup.clone()
         {
-            self.collector.kill();
-            for ext in ["db", "db-wal", "db-shm"] {
-                let _ = std::fs::remove_file(self.pki.path(&format!("collector.{ext}")));
-            }
-            collector_cli(
-                &self.collector.config,
-                &["restore", "--from", backup.to_str().unwrap()],
-            );
-            self.collector.start();
-            self.counts.restores += 1;
+            self.restore(i, &backup);
         }
+    }
+
+    /// The runbook's restore: stop the collector, lose its store, restore the backup, start.
+    /// The lost store is only moved aside, so that a refused restore (a finding) leaves the
+    /// scenario a collector to go on with, as an operator would.
+    fn restore(&mut self, i: u64, backup: &std::path::Path) {
+        self.collector.kill();
+        let files =
+            ["db", "db-wal", "db-shm"].map(|ext| self.pki.path(&format!("collector.{ext}")));
+        for f in &files {
+            let _ = std::fs::rename(f, f.with_extension("lost"));
+        }
+        match collector_try(
+            &self.collector.config,
+            &["restore", "--from", backup.to_str().unwrap()],
+        ) {
+            Ok(_) => self.counts.restores += 1,
+            Err(e) => {
+                self.finding(i, format!("restore of the online backup refused: {e}"));
+                for f in &files {
+                    let _ = std::fs::rename(f.with_extension("lost"), f);
+                }
+            }
+        }
+        self.collector.start();
     }
 
     /// The terminal's clock offset on day `i`: the world's, or 400 days off on the days its
