@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-/// libfaketime's preload library, wherever Debian put it for this architecture.
+/// libfaketime's preload library for multi-threaded programs (the agent and the collector run
+/// tokio; the plain variant shares its state between threads without locks), wherever Debian
+/// put it for this architecture.
 ///
 /// # Panics
 /// If the `faketime` package is not installed (scripts/lib/common.sh installs it).
@@ -31,7 +33,7 @@ pub fn libfaketime() -> PathBuf {
         .into_iter()
         .flatten()
         .flatten()
-        .map(|e| e.path().join("faketime/libfaketime.so.1"))
+        .map(|e| e.path().join("faketime/libfaketimeMT.so.1"))
         .find(|p| p.exists());
     found.unwrap_or_else(|| {
         panic!("libfaketime is not installed: apt-get install faketime (scripts/test.sh does)")

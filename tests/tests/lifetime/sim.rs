@@ -91,6 +91,7 @@ pub struct Report {
 pub struct Counts {
     pub clean: u64,
     pub failed_starts: u64,
+    pub failed_stops: u64,
     pub killed_start_up: u64,
     pub killed_traffic: u64,
     pub outages: u64,
@@ -334,7 +335,10 @@ impl Sim {
         }
         match agent.terminate() {
             Some(s) if s.success() => self.counts.clean += 1,
-            other => self.finding(i, format!("a clean stop ended with {other:?}")),
+            other => {
+                self.counts.failed_stops += 1;
+                self.finding(i, format!("a clean stop (SIGTERM) ended with {other:?}"));
+            }
         }
     }
 
