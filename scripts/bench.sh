@@ -8,6 +8,7 @@
 #   ./scripts/bench.sh agent_memory   the agent daemon's memory with a full journal
 #   ./scripts/bench.sh login_flood    a clerk's login while 64 clients flood wrong passwords
 #   ./scripts/bench.sh hal|journal|auth|cache
+#   ./scripts/bench.sh lifetime   the field-lifetime soak (scripts/soak-lifetime.sh; not in `all`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=lib/common.sh
@@ -16,6 +17,9 @@ ensure_rust
 ensure_packages "${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
 
 which=${1:-all}
+if [ "$which" = lifetime ]; then
+  exec ./scripts/soak-lifetime.sh
+fi
 # The end-to-end benchmarks start the optimised binaries from target/release.
 section "building the optimised binaries"
 cargo build --locked --profile bench --bins
@@ -34,7 +38,7 @@ case "$which" in
     for b in uplink ingest agent_memory login_flood; do run "$b" posguard-e2e; done
     ;;
   *)
-    echo "usage: $0 [all|ingest|uplink|agent_memory|login_flood|hal|journal|auth|cache]" >&2
+    echo "usage: $0 [all|ingest|uplink|agent_memory|login_flood|hal|journal|auth|cache|lifetime]" >&2
     exit 64
     ;;
 esac

@@ -2,8 +2,12 @@
 //! workspace (built by `cargo build --workspace --bins`, which `scripts/test.sh` runs first), a
 //! real software TPM through the `posguard-hal` test harness, and a real collector.
 //!
-//! This library holds what those tests share: finding the binaries.
+//! This library holds what those tests share: finding the binaries, running them, a fleet PKI;
+//! [`lifetime`] holds what the field-lifetime test adds (shifted clocks, killable agents, POS
+//! clients that remember what was acknowledged).
 #![forbid(unsafe_code)]
+
+pub mod lifetime;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -11,17 +15,22 @@ use std::process::Command;
 pub mod damage;
 
 /// The path of a workspace binary next to the running test executable
-/// (`target/<profile>/deps/<test>` → `target/<profile>/<name>`).
+/// (`target/<profile>/deps/<test>` → `target/<profile>/<name>`), or in `POSGUARD_E2E_BIN_DIR`
+/// when set (the soak runs debug test code against the optimised binaries in target/release).
 ///
 /// # Panics
 /// If the binary has not been built: run `cargo build --workspace --bins` first.
 #[allow(clippy::expect_used, clippy::panic)]
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("test executable lives in target/<profile>/deps");
+    let profile_dir = match std::env::var_os("POSGUARD_E2E_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => exe
+            .parent()
+            .and_then(|deps| deps.parent())
+            .expect("test executable lives in target/<profile>/deps")
+            .to_path_buf(),
+    };
     let path = profile_dir.join(name);
     if !path.exists() {
         panic!(
