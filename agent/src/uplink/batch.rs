@@ -7,8 +7,9 @@
 //! A record names its key by id; the agent keeps certificates by that id, so finding them is
 //! one lookup per key and independent of how many certificates the journal still holds.
 
+use posguard_proto::checkpoint::Checkpoint;
 use posguard_proto::record::Record;
-use posguard_proto::uplink::MAX_BATCH_CERTS;
+use posguard_proto::uplink::{MAX_BATCH_CERTS, MAX_BATCH_CHECKPOINTS};
 
 /// Cuts `records` so that they name at most [`MAX_BATCH_CERTS`] journal keys, and returns
 /// those key ids in order of first use.
@@ -29,6 +30,25 @@ pub(super) fn cut_to_key_limit(records: &mut Vec<Record>) -> Vec<[u8; 8]> {
     }
     records.truncate(keep);
     ids
+}
+
+/// Cuts `records` (and `checkpoints`, the encoded checkpoints at their seqs, in seq order) so
+/// that the batch carries at most [`MAX_BATCH_CHECKPOINTS`]: the records end at the last
+/// checkpoint kept. Every start and clean stop writes a checkpoint, so a backlog spanning many
+/// short runs can hold more checkpoints than a batch may carry; without the cut the batch would
+/// be refused before it is sent, every time.
+pub(super) fn cut_to_checkpoint_limit(records: &mut Vec<Record>, checkpoints: &mut Vec<Vec<u8>>) {
+    if checkpoints.len() <= MAX_BATCH_CHECKPOINTS {
+        return;
+    }
+    checkpoints.truncate(MAX_BATCH_CHECKPOINTS);
+    let last = checkpoints
+        .last()
+        .and_then(|c| Checkpoint::from_bytes(c).ok())
+        .map(|c| c.fields().seq);
+    if let Some(last) = last {
+        records.retain(|r| r.seq() <= last);
+    }
 }
 
 #[cfg(test)]
@@ -97,5 +117,40 @@ mod tests {
     fn an_empty_batch_names_no_key() {
         let mut r = Vec::new();
         assert!(cut_to_key_limit(&mut r).is_empty());
+    }
+
+    /// Encoded checkpoints at `seqs` (signature bytes of a plausible length, unchecked here).
+    fn checkpoints_at(seqs: impl Iterator<Item = u64>) -> Vec<Vec<u8>> {
+        seqs.map(|seq| {
+            posguard_proto::checkpoint::UnsignedCheckpoint {
+                device_id: DeviceId::new("term-1").unwrap(),
+                seq,
+                head_hash: [0; 32],
+                nv_counter: seq,
+                wall_ms: 1,
+            }
+            .into_checkpoint(vec![0x30; 70])
+            .unwrap()
+            .as_bytes()
+            .to_vec()
+        })
+        .collect()
+    }
+
+    #[test]
+    fn records_past_the_checkpoint_limit_wait_for_the_next_batch() {
+        // 300 checkpoints among 600 records (many short runs: a start and a stop each).
+        let mut r = records(1, 600);
+        let mut cps = checkpoints_at((1..=300).map(|i| i * 2));
+        cut_to_checkpoint_limit(&mut r, &mut cps);
+        assert_eq!(cps.len(), MAX_BATCH_CHECKPOINTS);
+        let last_cp = (MAX_BATCH_CHECKPOINTS as u64) * 2;
+        assert_eq!(r.last().unwrap().seq(), last_cp);
+        assert_eq!(r.len() as u64, last_cp);
+        // Within the limit nothing is cut.
+        let mut r = records(1, 600);
+        let mut cps = checkpoints_at((1..=10).map(|i| i * 2));
+        cut_to_checkpoint_limit(&mut r, &mut cps);
+        assert_eq!((r.len(), cps.len()), (600, 10));
     }
 }

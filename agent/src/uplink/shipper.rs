@@ -292,16 +292,24 @@ impl Shipper {
         if records.is_empty() && !heartbeat_due {
             return Ok(Progress::Idle);
         }
-        let key_ids = super::batch::cut_to_key_limit(&mut records);
-        let (first, last) = (
-            records.first().map(|r| r.seq()),
-            records.last().map(|r| r.seq()),
-        );
-        let certs = journal.certs_for(key_ids).await.map_err(internal)?;
-        let checkpoints = match (first, last) {
-            (Some(a), Some(b)) => journal.checkpoints(a, b).await.map_err(internal)?,
+        let mut checkpoints = match (records.first(), records.last()) {
+            (Some(a), Some(b)) => journal
+                .checkpoints(a.seq(), b.seq())
+                .await
+                .map_err(internal)?,
             _ => Vec::new(),
         };
+        super::batch::cut_to_checkpoint_limit(&mut records, &mut checkpoints);
+        let key_ids = super::batch::cut_to_key_limit(&mut records);
+        if let Some(last) = records.last().map(|r| r.seq()) {
+            // The key cut may end the records earlier: their checkpoints end there too.
+            checkpoints.retain(|c| {
+                posguard_proto::checkpoint::Checkpoint::from_bytes(c)
+                    .map_or(true, |cp| cp.fields().seq <= last)
+            });
+        }
+        let last = records.last().map(|r| r.seq());
+        let certs = journal.certs_for(key_ids).await.map_err(internal)?;
         let status = journal.status().await.map_err(internal)?;
         let mut batch = UplinkBatch::new();
         batch.certs = certs;
