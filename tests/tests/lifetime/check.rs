@@ -182,7 +182,8 @@ impl Sim {
         )
     }
 
-    /// Only the alerts the scenario causes: a `chain_gap` per declared overflow at most.
+    /// Only the alerts the scenario causes: a `chain_gap` per declared overflow at most, and one
+    /// `journal_overflow` per stored overflow record.
     fn check_alerts(&mut self, rows: &[Value]) {
         let overflows = rows
             .iter()
@@ -193,7 +194,20 @@ impl Sim {
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect();
         let gaps = alerts.iter().filter(|a| a["kind"] == "chain_gap").count();
-        let other: Vec<&Value> = alerts.iter().filter(|a| a["kind"] != "chain_gap").collect();
+        // Each declared overflow is also an alert of its own (routine records only: warning).
+        let declared = alerts
+            .iter()
+            .filter(|a| a["kind"] == "journal_overflow" && a["severity"] == "warning")
+            .count();
+        if declared != overflows {
+            self.findings.push(format!(
+                "{declared} journal_overflow alerts for {overflows} stored overflow records"
+            ));
+        }
+        let other: Vec<&Value> = alerts
+            .iter()
+            .filter(|a| a["kind"] != "chain_gap" && a["kind"] != "journal_overflow")
+            .collect();
         if gaps > overflows {
             self.findings.push(format!(
                 "{gaps} chain_gap alerts for {overflows} declared overflows: {:?}",
