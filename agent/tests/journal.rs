@@ -441,3 +441,61 @@ both!(
         assert_eq!(offline.first_bad, None, "{offline:?}");
     }
 );
+
+/// Marks the closed journal as if a checkpoint had been interrupted (killed) between the TPM
+/// counter's increment and its storage: the pending marker is set and the counter moved.
+fn interrupt_a_checkpoint(dir: &Path, se: &dyn SecureElement) {
+    let db = open_sled(dir);
+    let meta = db.open_tree("meta").unwrap();
+    meta.insert("checkpoint_pending", &0u64.to_be_bytes())
+        .unwrap();
+    db.flush().unwrap();
+    drop(db);
+    se.counter_increment().unwrap();
+}
+
+both!(
+    a_checkpoint_interrupted_at_two_starts_in_a_row_is_no_rollback,
+    |tpm| {
+        // Found by the field-lifetime soak: a kill between the counter's increment and the
+        // checkpoint's storage, then the same at the next start, left the counter two ahead,
+        // and the start after called it a rollback. The next checkpoint (the one every start
+        // makes) now takes the interrupted increment over instead of adding one, so a kill
+        // anywhere in it leaves the counter at most one ahead, as the start-up check allows.
+        let f = Fixture::new(tpm);
+        let (j, _, se) = f.open();
+        append_n(&j, 5);
+        j.shutdown_blocking().unwrap();
+        drop(j);
+        for round in 0..3 {
+            let stored = se.counter_read().unwrap();
+            interrupt_a_checkpoint(&f.journal_dir(), se.as_ref());
+            assert_eq!(se.counter_read().unwrap(), stored + 1, "round {round}");
+            let (j, report, _) = f.open();
+            assert!(
+                report.finding.is_none(),
+                "round {round}: {:?}",
+                report.finding
+            );
+            let status = j.status_blocking().unwrap();
+            assert_eq!(
+                status.last_checkpoint_counter,
+                Some(stored + 1),
+                "round {round}: the start's checkpoint took the increment over"
+            );
+            assert_eq!(se.counter_read().unwrap(), stored + 1, "round {round}");
+            append_n(&j, 3);
+            j.shutdown_blocking().unwrap();
+            drop(j);
+        }
+        // Without the marker, a counter ahead of the journal is still a rollback.
+        se.counter_increment().unwrap();
+        se.counter_increment().unwrap();
+        let (_j, report, _) = f.open();
+        assert!(
+            matches!(report.finding, Some(Finding::Rollback { .. })),
+            "{:?}",
+            report.finding
+        );
+    }
+);

@@ -86,13 +86,18 @@ fn certify_public(
         .map_err(|e| JournalError::Build(format!("journal key certificate: {e}")))
 }
 
-/// Increments the TPM counter and signs a checkpoint at `head`.
+/// Increments the TPM counter and signs a checkpoint at `head` — or, with `adopt`, signs it with
+/// the counter's current value: an interrupted checkpoint's increment taken over.
 pub(crate) fn checkpoint(
     element: &dyn SecureElement,
     device_id: &DeviceId,
     head: ChainHead,
+    adopt: Option<u64>,
 ) -> Result<Checkpoint, JournalError> {
-    let counter = element.counter_increment()?;
+    let counter = match adopt {
+        Some(value) => value,
+        None => element.counter_increment()?,
+    };
     let unsigned = UnsignedCheckpoint {
         device_id: device_id.clone(),
         seq: head.seq,
