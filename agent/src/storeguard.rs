@@ -48,6 +48,10 @@ const PROBE_ADDRESS_SPACE: u64 = 512 * 1024 * 1024;
 
 /// Most bytes of the child's error output kept for the report.
 const PROBE_MESSAGE_MAX: u64 = 4096;
+/// What the probe prints on stdout once it runs, before it touches the store: a child that
+/// ends without it never reached the store (it could not start, its loader or environment
+/// failed), and that says nothing about the store.
+const PROBE_READY: &str = "posguard-probe-ready";
 
 static SELF_EXE: OnceLock<PathBuf> = OnceLock::new();
 
@@ -112,25 +116,44 @@ pub fn enable_self_exec() {
 /// [`enable_self_exec`] was called. `dir` must be a scratch copy: sled may rewrite it.
 /// `Err` says why the store is unreadable.
 pub fn probe(dir: &Path, kind: StoreKind) -> Result<(), String> {
-    match SELF_EXE.get() {
-        Some(exe) => probe_in_child(exe, dir, kind, PROBE_DEADLINE),
-        None => child::probe_in_process(dir, kind),
+    let Some(exe) = SELF_EXE.get() else {
+        return child::probe_in_process(dir, kind);
+    };
+    // A probe that never reached the store is tried once more; if it still cannot run, the
+    // store is read in this process rather than declared unreadable: moving a healthy journal
+    // aside would break its chain for a fault of the probe (seen under an LD_PRELOAD that
+    // failed in the child).
+    for attempt in 1..=2 {
+        match probe_in_child(exe, dir, kind, PROBE_DEADLINE) {
+            Probe::Verdict(verdict) => return verdict,
+            Probe::NotRun(why) => {
+                tracing::warn!(store = kind.code(), attempt, reason = %why, "the store probe did not run");
+            }
+        }
     }
+    tracing::warn!(
+        store = kind.code(),
+        "the store probe cannot run; reading the store in this process instead"
+    );
+    child::probe_in_process(dir, kind)
 }
 
-fn probe_in_child(
-    exe: &Path,
-    dir: &Path,
-    kind: StoreKind,
-    deadline: Duration,
-) -> Result<(), String> {
-    let mut child = Command::new(exe)
+/// What a probe child came to.
+enum Probe {
+    /// It reached the store: `Ok`, or why the store is unreadable.
+    Verdict(Result<(), String>),
+    /// It ended before it reached the store.
+    NotRun(String),
+}
+
+fn probe_in_child(exe: &Path, dir: &Path, kind: StoreKind, deadline: Duration) -> Probe {
+    let spawned = Command::new(exe)
         .arg(PROBE_ARG)
         .arg(kind.code())
         .arg(dir)
         .arg(PROBE_ADDRESS_SPACE.to_string())
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         // One malloc arena: each extra one reserves 64 MiB of address space.
         .env("MALLOC_ARENA_MAX", "1")
@@ -138,8 +161,16 @@ fn probe_in_child(
         .env_remove("RUST_LOG")
         .env_remove("NOTIFY_SOCKET")
         .env_remove("WATCHDOG_USEC")
-        .spawn()
-        .map_err(|e| format!("cannot start the store probe {}: {e}", exe.display()))?;
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) => {
+            return Probe::NotRun(format!(
+                "cannot start the store probe {}: {e}",
+                exe.display()
+            ));
+        }
+    };
     let until = Instant::now() + deadline;
     let status = loop {
         match child.try_wait() {
@@ -147,24 +178,34 @@ fn probe_in_child(
             Ok(None) if Instant::now() >= until => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!(
+                return Probe::Verdict(Err(format!(
                     "opening the {} database did not finish within {} s",
                     kind.code(),
                     deadline.as_secs()
-                ));
+                )));
             }
             // Polling a child with a deadline; there is no portable wait-with-timeout.
             Ok(None) => std::thread::sleep(Duration::from_millis(5)),
             Err(e) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("waiting for the store probe: {e}"));
+                return Probe::NotRun(format!("waiting for the store probe: {e}"));
             }
         }
     };
     let mut message = String::new();
     if let Some(stderr) = child.stderr.take() {
         let _ = stderr.take(PROBE_MESSAGE_MAX).read_to_string(&mut message);
+    }
+    let mut said = String::new();
+    if let Some(stdout) = child.stdout.take() {
+        let _ = stdout.take(PROBE_MESSAGE_MAX).read_to_string(&mut said);
+    }
+    if !said.lines().any(|l| l == PROBE_READY) {
+        return Probe::NotRun(format!(
+            "the probe ended ({status}) before it reached the store: {}",
+            message.trim()
+        ));
     }
     // A panic's message is on the line after "panicked at …"; backtrace notes say nothing.
     let message = message
@@ -174,7 +215,7 @@ fn probe_in_child(
         .collect::<Vec<_>>()
         .join(" ");
     use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
+    Probe::Verdict(match (status.code(), status.signal()) {
         (Some(PROBE_OK), _) => Ok(()),
         (Some(PROBE_REFUSED), _) => Err(message),
         (Some(code), _) => Err(format!(
@@ -190,7 +231,7 @@ fn probe_in_child(
             "reading the {} database crashed its reader",
             kind.code()
         )),
-    }
+    })
 }
 
 /// A scratch copy of a store, removed on drop: `<parent>/<name>.probe/<name>`, on the same file
@@ -342,13 +383,21 @@ mod tests {
     #[test]
     fn the_parent_survives_whatever_the_probe_dies_of() {
         let t = tempfile::tempdir().unwrap();
-        let run = |body: &str, deadline: u64| {
+        let probe = |body: &str, deadline: u64| {
             probe_in_child(
                 &fake_probe(t.path(), body),
                 t.path(),
                 StoreKind::Journal,
                 Duration::from_secs(deadline),
             )
+        };
+        // A child that reached the store says so first.
+        let run = |body: &str, deadline: u64| match probe(
+            &format!("echo {PROBE_READY}\n{body}"),
+            deadline,
+        ) {
+            Probe::Verdict(v) => v,
+            Probe::NotRun(why) => panic!("not run: {why}"),
         };
         assert_eq!(run("exit 0", 5), Ok(()));
         assert_eq!(
@@ -369,6 +418,18 @@ mod tests {
         // A flood of error output cannot block the parent beyond the deadline.
         let flood = run("yes 'x' >&2", 1).unwrap_err();
         assert!(flood.contains("did not finish"), "{flood}");
+        // A child that ends before it reached the store (its loader or environment failed)
+        // says nothing about the store.
+        for body in [
+            "exit 1",
+            "kill -ABRT $$",
+            "echo 'libfaketime: shm_open failed' >&2; exit 1",
+        ] {
+            match probe(body, 5) {
+                Probe::NotRun(why) => assert!(why.contains("before it reached the store"), "{why}"),
+                Probe::Verdict(v) => panic!("{body}: a verdict on the store: {v:?}"),
+            }
+        }
     }
 
     #[test]

@@ -44,6 +44,13 @@ pub fn run_probe_if_asked() -> Option<ExitCode> {
             eprintln!("store probe: cannot limit {resource:?} ({e}); probing without it");
         }
     }
+    // From here on, what happens is the store's doing (the parent tells the two apart).
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{}", super::PROBE_READY);
+        let _ = out.flush();
+    }
     let code = match open_and_read(Path::new(&dir), kind) {
         Ok(()) => PROBE_OK,
         Err(reason) => {
