@@ -6,13 +6,17 @@ use crate::sim::{DAY, Sim};
 impl Sim {
     pub fn figures(&self, extra: &str) -> String {
         let c = &self.counts;
-        let starts =
-            c.clean + c.killed_start_up + c.killed_traffic + c.failed_starts + c.failed_stops;
+        let starts = c.clean
+            + c.killed_start_up
+            + c.killed_traffic
+            + c.failed_starts
+            + c.failed_stops
+            + c.aborted_stops;
         let secs = self.began.elapsed().as_secs_f64();
         let max = |v: &Vec<u64>| v.iter().copied().max().unwrap_or(0);
         format!(
             "{starts} agent starts in {secs:.0} s ({:.1} starts/s; {} clean, {} killed in \
-             start-up, {} killed in traffic, {} failed to start, {} failed to stop); start to socket median {} ms, max {} ms; \
+             start-up, {} killed in traffic, {} failed to start, {} failed to stop, {} stops aborted under libfaketime); start to socket median {} ms, max {} ms; \
              {} simulated days; {} events acknowledged; collector: {} outages, {} restarts, \
              {} restores; {} overflow bursts; {} clock jumps; {} data-key rotations; {} certificate renewals; \
              {} clerk logins; {} cache puts; agent RSS max {:.1} MiB (heap {:.1} MiB) over {} \
@@ -23,6 +27,7 @@ impl Sim {
             c.killed_traffic,
             c.failed_starts,
             c.failed_stops,
+            c.aborted_stops,
             self.typical_start_ms(),
             max(&c.start_ms),
             self.sim_offset / DAY,
