@@ -263,7 +263,37 @@ pub fn scratch_copy(dir: &Path) -> std::io::Result<Scratch> {
         root,
     };
     copy_dir(dir, &scratch.dir)?;
+    drop_unfinished_snapshots(&scratch.dir);
     Ok(scratch)
+}
+
+/// Removes the unfinished snapshots (`snap.<lsn>.generating`) a process killed while sled wrote
+/// a snapshot leaves in a store directory. sled 0.34 writes a snapshot to that name and renames
+/// it when complete, but when it opens a store it takes the highest-named `snap.*` file, the
+/// unfinished one included, finds its checksum wrong and refuses the whole database
+/// (`Read corrupted data at file offset None`; sled issues #1527 and #1533). The log and the
+/// last complete snapshot hold everything, so the unfinished one is residue, not data. Each
+/// removal is logged; errors are left to the open that follows.
+pub fn drop_unfinished_snapshots(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            let path = entry.path();
+            let bytes = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    tracing::warn!(file = %path.display(), bytes, "removed an unfinished sled snapshot left by an interrupted run")
+                }
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "cannot remove an unfinished sled snapshot")
+                }
+            }
+        }
+    }
 }
 
 /// Copies a directory tree (regular files and directories; nothing else is in a sled store).

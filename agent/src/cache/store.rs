@@ -50,6 +50,7 @@ impl Store {
             source,
         };
         std::fs::create_dir_all(dir).map_err(|e| io("create", e))?;
+        crate::storeguard::drop_unfinished_snapshots(dir);
         let config = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)

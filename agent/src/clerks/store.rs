@@ -89,6 +89,7 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 
 impl AuthStore {
     pub(crate) fn open(dir: &Path) -> Result<Self, StoreError> {
+        crate::storeguard::drop_unfinished_snapshots(dir);
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(512 * 1024)

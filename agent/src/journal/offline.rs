@@ -172,6 +172,7 @@ fn open_copy(dir: &Path) -> Result<(Scratch, Store), JournalError> {
     let scratch = tempdir_for()?;
     let copy = scratch.0.join("journal");
     copy_dir(dir, &copy).map_err(|e| JournalError::io("copy", dir, e))?;
+    storeguard::drop_unfinished_snapshots(&copy);
     storeguard::probe(&copy, StoreKind::Journal)
         .map_err(|reason| JournalError::Unreadable { reason })?;
     let store = Store::open(&copy, 4 * 1024 * 1024)?;

@@ -51,6 +51,7 @@ impl Store {
     pub(crate) fn open(dir: &Path, cache_bytes: u64) -> Result<Self, JournalError> {
         super::compact::finish_interrupted(dir)?;
         std::fs::create_dir_all(dir).map_err(|e| JournalError::io("create", dir, e))?;
+        crate::storeguard::drop_unfinished_snapshots(dir);
         let config = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
