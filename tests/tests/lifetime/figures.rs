@@ -16,7 +16,7 @@ impl Sim {
         let max = |v: &Vec<u64>| v.iter().copied().max().unwrap_or(0);
         format!(
             "{starts} agent starts in {secs:.0} s ({:.1} starts/s; {} clean, {} killed in \
-             start-up, {} killed in traffic, {} failed to start, {} failed to stop, {} stops aborted under libfaketime); start to socket median {} ms, max {} ms; \
+             start-up, {} killed in traffic, {} failed to start, {} failed to stop, {} stops crashed under libfaketime); start to socket median {} ms, max {} ms; \
              {} simulated days; {} events acknowledged; collector: {} outages, {} restarts, \
              {} restores; {} overflow bursts; {} clock jumps; {} data-key rotations; {} certificate renewals; \
              {} clerk logins; {} cache puts; agent RSS max {:.1} MiB (heap {:.1} MiB) over {} \
