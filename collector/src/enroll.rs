@@ -3,8 +3,10 @@
 //! token is looked up, checked and marked used in the same transaction that records the
 //! outcome, so a token can never yield two certificates. Every outcome, issued or refused, is
 //! recorded in the enrollment history; refusals also raise an `enrollment_refused` alert.
+//! A retry with a used token and the same key is issued again ([`retry`]).
 //! [`token`]: creating, hashing and checking tokens.
 
+pub mod retry;
 pub mod token;
 
 use serde::Deserialize;
@@ -106,6 +108,10 @@ impl From<Refusal> for Refused {
     }
 }
 
+/// The enrollment history's `reason` of a certificate issued again for a retry with a used
+/// token and the same key (docs/collector.md).
+pub const REISSUED: &str = "retry_same_key";
+
 /// The outcome of an enrollment or renewal.
 pub type Outcome = Result<Issued, Refused>;
 
@@ -138,7 +144,11 @@ fn now_of(ms: u64) -> OffsetDateTime {
 
 fn sign(ca: &DeviceCa, device_id: &str, csr_pem: &str, now_ms: u64) -> Outcome {
     let key = csr::check(csr_pem, device_id)?;
-    ca.issue(device_id, &key, now_of(now_ms)).map_err(|e| {
+    issue(ca, device_id, &key, now_ms)
+}
+
+fn issue(ca: &DeviceCa, device_id: &str, key: &csr::CsrKey, now_ms: u64) -> Outcome {
+    ca.issue(device_id, key, now_of(now_ms)).map_err(|e| {
         tracing::error!(device = device_id, error = %e, "signing a device certificate failed");
         Refusal::Internal.into()
     })
@@ -151,8 +161,11 @@ pub fn enroll(
     req: Request<'_>,
 ) -> Result<Outcome, StoreError> {
     let mut device = None;
-    let outcome = decide_enroll(tx, ca, req, &mut device)?;
-    record(tx, EnrollKind::Enroll, device, &outcome, req)?;
+    let mut retry = false;
+    let outcome = decide_enroll(tx, ca, req, &mut device, &mut retry)?;
+    // The history says when a certificate came from a retry with the spent token.
+    let note = retry.then_some(REISSUED);
+    record(tx, EnrollKind::Enroll, device, &outcome, req, note)?;
     Ok(outcome)
 }
 
@@ -161,6 +174,7 @@ fn decide_enroll(
     ca: &DeviceCa,
     req: Request<'_>,
     device: &mut Option<String>,
+    retry: &mut bool,
 ) -> Result<Outcome, StoreError> {
     let Ok(body) = serde_json::from_slice::<EnrollBody>(req.body) else {
         return Ok(Err(Refusal::BadRequest.into()));
@@ -175,20 +189,37 @@ fn decide_enroll(
         return Ok(Err(Refusal::InvalidToken.into()));
     }
     *device = Some(row.device_id.clone());
-    if row.used_ms.is_some() {
-        return Ok(Err(Refusal::TokenUsed.into()));
+    let expired = req.now_ms >= row.expires_ms;
+    if let Some(used_ms) = row.used_ms {
+        // A retry from the same key, while the token is still valid, gets a certificate for
+        // that key again; anything else about a used token is `token_used` (a bad CSR
+        // included: nothing about the first enrollment is revealed).
+        let Ok(key) = csr::check(&body.csr_pem, &row.device_id) else {
+            return Ok(Err(Refusal::TokenUsed.into()));
+        };
+        let key_hash = retry::key_hash(&key);
+        if expired || !retry::may_reissue(tx, &hash, &row.device_id, used_ms, &key_hash)? {
+            return Ok(Err(Refusal::TokenUsed.into()));
+        }
+        *retry = true;
+        return Ok(issue(ca, &row.device_id, &key, req.now_ms));
     }
-    if req.now_ms >= row.expires_ms {
+    if expired {
         return Ok(Err(Refusal::TokenExpired.into()));
     }
     // A refused CSR leaves the token unused: the technician can fix the CSR and retry.
-    let issued = match sign(ca, &row.device_id, &body.csr_pem, req.now_ms) {
+    let key = match csr::check(&body.csr_pem, &row.device_id) {
+        Ok(k) => k,
+        Err(r) => return Ok(Err(r)),
+    };
+    let issued = match issue(ca, &row.device_id, &key, req.now_ms) {
         Ok(i) => i,
         Err(r) => return Ok(Err(r)),
     };
     if !tx.mark_token_used(&hash, req.now_ms)? {
         return Ok(Err(Refusal::TokenUsed.into()));
     }
+    tx.put_token_key(&hash, &retry::key_hash(&key), req.now_ms)?;
     Ok(Ok(issued))
 }
 
@@ -210,6 +241,7 @@ pub fn renew(
         Some(device_id.to_owned()),
         &outcome,
         req,
+        None,
     )?;
     Ok(outcome)
 }
@@ -220,6 +252,7 @@ fn record(
     device_id: Option<String>,
     outcome: &Outcome,
     req: Request<'_>,
+    note: Option<&str>,
 ) -> Result<(), StoreError> {
     let mut row = EnrollmentRow {
         id: 0,
@@ -236,6 +269,7 @@ fn record(
         Ok(issued) => {
             row.serial = Some(issued.serial.clone());
             row.not_after_unix = Some(issued.not_after_unix);
+            row.reason = note.map(str::to_owned);
             tracing::info!(device = ?row.device_id, kind = kind.name(), serial = %issued.serial, "device certificate issued");
         }
         Err(refused) => {

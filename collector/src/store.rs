@@ -270,6 +270,17 @@ pub trait StoreTx {
     fn mark_token_used(&mut self, hash: &[u8; 32], at_ms: u64) -> Result<bool, StoreError>;
     /// Appends to the enrollment history.
     fn put_enrollment(&mut self, row: &EnrollmentRow) -> Result<(), StoreError>;
+    /// SHA-256 of the public key a used token certified, if recorded (enrollment retries).
+    fn token_key(&mut self, hash: &[u8; 32]) -> Result<Option<[u8; 32]>, StoreError>;
+    /// Records the key a token certified (same transaction as marking it used).
+    fn put_token_key(
+        &mut self,
+        hash: &[u8; 32],
+        key_sha256: &[u8; 32],
+        at_ms: u64,
+    ) -> Result<(), StoreError>;
+    /// Whether a certificate of `device_id` was revoked at or after `since_ms`.
+    fn revoked_since(&mut self, device_id: &str, since_ms: u64) -> Result<bool, StoreError>;
     /// Serials (hex) of every certificate issued to the device by enrollment or renewal.
     fn issued_serials(&mut self, device_id: &str) -> Result<Vec<String>, StoreError>;
 }

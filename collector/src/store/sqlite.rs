@@ -235,6 +235,7 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
     if has_event_json {
         conn.execute_batch("ALTER TABLE records DROP COLUMN event_json")?;
     }
+    enroll::migrate(conn)?;
     Ok(())
 }
 

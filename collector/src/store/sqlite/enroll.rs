@@ -128,3 +128,62 @@ pub(super) fn issued_serials(
     let rows = stmt.query_map(params![device_id], |r| r.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
+
+/// The key each used token certified, for idempotent retries of `POST /v1/enroll`: a table of
+/// its own (created on open, so existing stores upgrade) rather than a column of
+/// `enroll_tokens`, so that token rows keep their shape.
+pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS enroll_token_keys (
+            token_hash BLOB PRIMARY KEY,
+            key_sha256 BLOB NOT NULL,
+            at_ms INTEGER NOT NULL
+        )",
+    )?;
+    Ok(())
+}
+
+pub(super) fn token_key(
+    conn: &Connection,
+    hash: &[u8; 32],
+) -> Result<Option<[u8; 32]>, StoreError> {
+    let key: Option<Vec<u8>> = conn
+        .query_row(
+            "SELECT key_sha256 FROM enroll_token_keys WHERE token_hash = ?1",
+            params![hash.as_slice()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    key.map(|k| {
+        <[u8; 32]>::try_from(k.as_slice()).map_err(|_| StoreError::Corrupt("token key hash"))
+    })
+    .transpose()
+}
+
+pub(super) fn put_token_key(
+    conn: &Connection,
+    hash: &[u8; 32],
+    key_sha256: &[u8; 32],
+    at_ms: u64,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT OR REPLACE INTO enroll_token_keys (token_hash, key_sha256, at_ms)
+         VALUES (?1, ?2, ?3)",
+        params![hash.as_slice(), key_sha256.as_slice(), at_ms],
+    )?;
+    Ok(())
+}
+
+pub(super) fn revoked_since(
+    conn: &Connection,
+    device_id: &str,
+    since_ms: u64,
+) -> Result<bool, StoreError> {
+    let since = i64::try_from(since_ms).unwrap_or(i64::MAX);
+    Ok(conn.query_row(
+        "SELECT COUNT(*) > 0 FROM enrollments
+         WHERE device_id = ?1 AND outcome = 'revoked' AND at_ms >= ?2",
+        params![device_id, since],
+        |r| r.get(0),
+    )?)
+}

@@ -336,6 +336,23 @@ impl StoreTx for SqliteTx<'_, '_> {
         super::enroll::mark_used(self.0, hash, at_ms)
     }
 
+    fn token_key(&mut self, hash: &[u8; 32]) -> Result<Option<[u8; 32]>, StoreError> {
+        super::enroll::token_key(self.0, hash)
+    }
+
+    fn put_token_key(
+        &mut self,
+        hash: &[u8; 32],
+        key_sha256: &[u8; 32],
+        at_ms: u64,
+    ) -> Result<(), StoreError> {
+        super::enroll::put_token_key(self.0, hash, key_sha256, at_ms)
+    }
+
+    fn revoked_since(&mut self, device_id: &str, since_ms: u64) -> Result<bool, StoreError> {
+        super::enroll::revoked_since(self.0, device_id, since_ms)
+    }
+
     fn put_enrollment(&mut self, row: &EnrollmentRow) -> Result<(), StoreError> {
         super::enroll::put_enrollment(self.0, row)
     }
