@@ -82,7 +82,11 @@ async fn a_used_token_with_the_same_key_is_issued_again_and_nothing_else_is() {
 
     // Once the device's certificates are revoked, the token is spent for good.
     let out = f.cli(&["ca", "revoke", "--device", id]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let again = enroll_body(&token, &device_csr(&key, id));
     assert_eq!(
         enroll(&srv, &f.pki, again).await,
