@@ -1,7 +1,10 @@
-//! `posguard-provision init`: bring up a terminal. Each step prints its result and time. The
-//! terminal's files are written only after the collector issued the certificate, so a failure
-//! before that changes nothing but the TPM key (which the next run reuses: resumable), and a
-//! provisioned terminal is left alone unless `--force`.
+//! `posguard-provision init`: bring up a terminal. Each step prints its result and time.
+//! Resumable: every local step that can fail (directories writable, fleet CA, TPM, identity
+//! key, counter, data key) runs *before* the one-time token is sent ([`crate::preflight`]); the
+//! issued chain is kept as `device.pem.pending` before the configuration is written
+//! ([`crate::pending`]), so a rerun after a late failure finishes without the network; and the
+//! collector issues again for a retry with the same key. A provisioned terminal is compared
+//! with what is asked ([`crate::rerun`]) and left alone unless `--force`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,9 +16,11 @@ use posguard_hal::{KeyMode, SecureElement, SecureElementConfig};
 use serde_json::json;
 
 use crate::agent_api;
-use crate::files::{group_id, write_file};
+use crate::files::write_file;
 use crate::https::{post_json, read_pem_certs};
+use crate::inputs::date;
 use crate::report::Report;
+use crate::{pending, preflight};
 
 /// What `init` needs.
 #[derive(Debug, Clone)]
@@ -24,8 +29,8 @@ pub struct InitPlan {
     pub collector: String,
     /// The name in the collector's certificate.
     pub server_name: String,
-    /// The one-time enrollment token.
-    pub token: String,
+    /// The one-time enrollment token (not needed to compare, or to finish from a pending chain).
+    pub token: Option<crate::inputs::Token>,
     /// The fleet CA certificate (PEM).
     pub fleet_ca: PathBuf,
     /// This terminal's id.
@@ -50,13 +55,14 @@ impl InitPlan {
         self.config_dir.join("agent.toml")
     }
 
-    /// In the state directory, not in `/etc/posguard`: the agent renews it by itself, and its
+    /// The certificate chain. In the state directory, not in `/etc/posguard`: the agent renews it by itself, and its
     /// configuration directory is read-only to it (docs/operations.md).
-    fn cert_path(&self) -> PathBuf {
+    pub fn cert_path(&self) -> PathBuf {
         self.state_dir.join("device.pem")
     }
 
-    fn ca_path(&self) -> PathBuf {
+    /// The fleet CA as installed for the agent.
+    pub fn ca_path(&self) -> PathBuf {
         self.config_dir.join("fleet-ca.pem")
     }
 
@@ -110,8 +116,13 @@ pub fn not_after(pem: &str) -> Option<u64> {
 
 /// Sends the CSR with the token; the collector answers with the certificate chain.
 pub fn enroll(plan: &InitPlan, csr_pem: &str) -> anyhow::Result<Issued> {
+    let token = plan.token.as_ref().ok_or_else(|| {
+        anyhow!("no token given: pass --token-file PATH or --token - (standard input)")
+    })?;
     let ca = read_pem_certs(&plan.fleet_ca)?;
-    let body = serde_json::to_vec(&json!({ "token": plan.token, "csr_pem": csr_pem }))?;
+    let body = zeroize::Zeroizing::new(serde_json::to_vec(
+        &json!({ "token": token.expose(), "csr_pem": csr_pem }),
+    )?);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -120,7 +131,7 @@ pub fn enroll(plan: &InitPlan, csr_pem: &str) -> anyhow::Result<Issued> {
         &plan.server_name,
         &ca,
         "/v1/enroll",
-        body,
+        body.to_vec(),
     ))?;
     if answer.status != 200 {
         let text = String::from_utf8_lossy(&answer.body);
@@ -150,21 +161,20 @@ fn open_element(config: &SecureElementConfig) -> anyhow::Result<Arc<dyn SecureEl
     Ok(posguard_hal::open(config)?)
 }
 
-/// Runs the TPM-side and enrollment steps, then writes the files. Returns whether anything
-/// was changed (false: already provisioned).
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Runs the checks, the TPM-side steps and enrollment, then writes the files. Returns whether
+/// anything was changed (false: already provisioned as asked).
 pub fn run(plan: &InitPlan, report: &mut Report) -> anyhow::Result<bool> {
     if plan.config_path().exists() && !plan.force {
-        report.step("already provisioned", || {
-            Ok::<_, anyhow::Error>((
-                (),
-                format!(
-                    "{} exists; nothing changed (use --force to redo)",
-                    plan.config_path().display()
-                ),
-            ))
-        });
+        crate::rerun::compare(plan, report)?;
         return Ok(false);
     }
+    let group = local_checks(plan, report)?;
     let se = report
         .step("secure element present", || {
             let se = open_element(&plan.secure_element)?;
@@ -206,6 +216,150 @@ pub fn run(plan: &InitPlan, report: &mut Report) -> anyhow::Result<bool> {
             ))
         })
         .ok_or_else(|| anyhow!("no identity key: nothing else was changed"))?;
+    // The counter and the data key come before enrollment: a foreign NV index or a TPM that
+    // cannot seal must fail while the token is unspent.
+    report
+        .step("monotonic counter", || {
+            let v = se.counter_create().map_err(|e| counter_error(plan, e))?;
+            Ok::<_, anyhow::Error>(((), format!("value {v}")))
+        })
+        .ok_or_else(|| {
+            anyhow!("counter: the token was not used; fix the cause and run init again (resumable)")
+        })?;
+    report
+        .step("data key sealed to the TPM", || {
+            seal_data_key(plan, se.as_ref())
+        })
+        .ok_or_else(|| {
+            anyhow!(
+                "data key: the token was not used; fix the cause and run init again (resumable)"
+            )
+        })?;
+    let issued = issued_chain(plan, &se, report)?;
+    report
+        .step("configuration written", || {
+            pending::install(plan, &issued, group).map(|d| ((), d))
+        })
+        .ok_or_else(|| {
+            anyhow!(
+                "writing the configuration failed; the issued certificate is kept in {}: fix the \
+                 cause and run init again (it finishes without the network)",
+                pending::path(plan).display()
+            )
+        })?;
+    Ok(true)
+}
+
+/// A foreign NV index where the counter goes: say how to free it (the only way on; the agent
+/// always uses this index).
+fn counter_error(plan: &InitPlan, e: posguard_hal::HalError) -> anyhow::Error {
+    match e {
+        posguard_hal::HalError::Occupied {
+            location, found, ..
+        } => anyhow!(
+            "the monotonic counter's {location} is taken by another NV index ({found}); nothing \
+             was changed. If nothing on this terminal needs it, free it with `tpm2_nvundefine \
+             {:#010x} -C o`, then run init again",
+            plan.secure_element.counter_index
+        ),
+        e => e.into(),
+    }
+}
+
+/// The checks that need neither the TPM nor the network; returns the service group.
+fn local_checks(plan: &InitPlan, report: &mut Report) -> anyhow::Result<Option<u32>> {
+    let nothing =
+        || anyhow!("nothing was changed and the token was not used; fix it and run init again");
+    report
+        .step("fleet CA readable and valid", || {
+            let now = i64::try_from(now_unix()).unwrap_or(i64::MAX);
+            Ok::<_, anyhow::Error>(((), preflight::fleet_ca(&plan.fleet_ca, now)?))
+        })
+        .ok_or_else(nothing)?;
+    report
+        .step("configuration directory writable", || {
+            Ok::<_, anyhow::Error>(((), preflight::writable(&plan.config_dir, "config dir")?))
+        })
+        .ok_or_else(nothing)?;
+    report
+        .step("state directory writable", || {
+            Ok::<_, anyhow::Error>(((), preflight::writable(&plan.state_dir, "state dir")?))
+        })
+        .ok_or_else(nothing)?;
+    let (group, detail) = preflight::group(&plan.config_path());
+    if group.is_none() && !report.is_quiet() {
+        // Also on stderr: a warning in a progress line is easy to miss (with --json it is in
+        // the step's detail, and stderr stays empty for programs).
+        eprintln_safe(&detail);
+    }
+    report.step("service group", || Ok::<_, anyhow::Error>(((), detail)));
+    Ok(group)
+}
+
+fn eprintln_safe(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// Seals a fresh data key, or keeps the one sealed by an earlier run if this TPM unseals it.
+fn seal_data_key(plan: &InitPlan, se: &dyn SecureElement) -> anyhow::Result<((), String)> {
+    let path = plan.state_dir.join("datakey.sealed");
+    if path.exists() && !plan.force {
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let blob = posguard_hal::SealedBlob::from_bytes(bytes);
+        se.unseal(&blob).map_err(|e| {
+            anyhow!(
+                "{} was sealed by another TPM or before the TPM was cleared ({e}); move it away \
+                 (the agent's state it protects cannot be read on this TPM) and run init again",
+                path.display()
+            )
+        })?;
+        return Ok(((), format!("{} (already sealed; kept)", path.display())));
+    }
+    let key = se.random(32)?;
+    let blob = se.seal(&key)?;
+    write_file(&path, blob.as_bytes(), 0o600, None)?;
+    Ok((
+        (),
+        format!(
+            "{} ({} bytes, sealed blob only)",
+            path.display(),
+            blob.as_bytes().len()
+        ),
+    ))
+}
+
+/// The certificate: from an earlier run's pending chain when it fits this key, else enrolled
+/// now (the token is spent here, after every local step) and kept as pending at once.
+fn issued_chain(
+    plan: &InitPlan,
+    se: &Arc<dyn SecureElement>,
+    report: &mut Report,
+) -> anyhow::Result<Issued> {
+    let spki = se.identity_public_key()?;
+    let earlier = match pending::usable(plan, &spki, now_unix()) {
+        Ok(found) => found,
+        Err(why) => {
+            // Not a failure of this run: the chain is replaced by enrolling again.
+            report.step("certificate from an earlier run", || {
+                Ok::<_, anyhow::Error>(((), format!("not used: {why:#}")))
+            });
+            None
+        }
+    };
+    if let Some(issued) = earlier {
+        report.step("certificate from an earlier run", || {
+            Ok::<_, anyhow::Error>((
+                (),
+                format!(
+                    "{} (valid until {}; no enrollment needed)",
+                    pending::path(plan).display(),
+                    date(issued.not_after)
+                ),
+            ))
+        });
+        return Ok(issued);
+    }
     let csr = report
         .step("certificate signing request", || {
             let pem = posguard_hal::csr::device_csr_pem(se.clone(), &plan.device_id)?;
@@ -215,54 +369,22 @@ pub fn run(plan: &InitPlan, report: &mut Report) -> anyhow::Result<bool> {
     let issued = report
         .step_slow("enrollment at the collector", || {
             let issued = enroll(plan, &csr)?;
-            Ok::<_, anyhow::Error>((issued.clone(), format!("certificate valid until unix {}", issued.not_after)))
+            let detail = format!("certificate valid until {}", date(issued.not_after));
+            Ok::<_, anyhow::Error>((issued, detail))
         })
         .ok_or_else(|| anyhow!("enrollment failed: the identity key is kept; fix the cause and run init again (resumable)"))?;
     report
-        .step("monotonic counter", || {
-            let v = se.counter_create()?;
-            Ok::<_, anyhow::Error>(((), format!("value {v}")))
+        .step("certificate kept until installed", || {
+            pending::keep(plan, &issued)?;
+            Ok::<_, anyhow::Error>(((), pending::path(plan).display().to_string()))
         })
-        .ok_or_else(|| anyhow!("counter: the identity key is kept; run init again (resumable)"))?;
-    report
-        .step("data key sealed to the TPM", || {
-            let path = plan.state_dir.join("datakey.sealed");
-            if path.exists() && !plan.force {
-                return Ok::<_, anyhow::Error>(((), "already sealed; kept".to_owned()));
-            }
-            let key = se.random(32)?;
-            let blob = se.seal(&key)?;
-            write_file(&path, blob.as_bytes(), 0o600, None)?;
-            Ok((
-                (),
-                format!(
-                    "{} ({} bytes, sealed blob only)",
-                    path.display(),
-                    blob.as_bytes().len()
-                ),
-            ))
-        })
-        .ok_or_else(|| anyhow!("data key: run init again (resumable)"))?;
-    report
-        .step("configuration written", || {
-            let group = group_id("posguard");
-            write_file(
-                &plan.ca_path(),
-                &std::fs::read(&plan.fleet_ca)?,
-                0o644,
-                None,
-            )?;
-            write_file(&plan.cert_path(), issued.chain_pem.as_bytes(), 0o644, None)?;
-            write_file(
-                &plan.config_path(),
-                plan.agent_toml().as_bytes(),
-                0o640,
-                group,
-            )?;
-            Ok::<_, anyhow::Error>(((), format!("{} (0640)", plan.config_path().display())))
-        })
-        .ok_or_else(|| anyhow!("writing the configuration failed; run init again (resumable)"))?;
-    Ok(true)
+        .ok_or_else(|| {
+            anyhow!(
+                "the certificate was issued but cannot be kept on disk; fix the cause and run init \
+                 again with the same token (the collector issues again for this TPM key)"
+            )
+        })?;
+    Ok(issued)
 }
 
 /// Enrolls the first admin through the agent's local API (root, no clerk yet), shows the TOTP

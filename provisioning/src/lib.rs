@@ -6,6 +6,10 @@
 //!   its result and time (the last step of provisioning, and a diagnostic on its own).
 //! - [`init`]: bringing up a terminal: TPM checks, identity key, CSR, enrollment, data key,
 //!   configuration, first admin, self-test.
+//! - [`preflight`]: the local checks run before the token is sent (directories, fleet CA, group).
+//! - [`pending`]: the issued chain kept until the configuration is written (resuming a late failure).
+//! - [`rerun`]: `init` on a provisioned terminal: what is asked compared with what is there.
+//! - [`inputs`]: the token (file, stdin, argv), `--collector host:port`, dates, tss2 logging.
 //! - [`https`]: the enrollment client (TLS 1.3, fleet CA only, no client certificate yet).
 //! - [`agent_api`]: the few local-API calls provisioning makes (first admin, status).
 //! - [`files`]: atomic writes with mode and group.
@@ -17,7 +21,11 @@ pub mod agent_api;
 pub mod files;
 pub mod https;
 pub mod init;
+pub mod inputs;
+pub mod pending;
+pub mod preflight;
 pub mod prompt;
 pub mod qr;
 pub mod report;
+pub mod rerun;
 pub mod selftest;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use posguard_hal::SecureElementConfig;
+use posguard_provision::inputs;
 use posguard_provision::report::Report;
 use posguard_provision::selftest;
 
@@ -51,9 +52,13 @@ enum Command {
         /// The collector, host:port.
         #[arg(long)]
         collector: String,
-        /// The one-time enrollment token from operations.
-        #[arg(long)]
-        token: String,
+        /// The one-time enrollment token; `-` reads it from standard input. On the command line
+        /// it is visible in `ps` and shell history: prefer --token-file or `-`.
+        #[arg(long, value_name = "TOKEN|-", conflicts_with = "token_file")]
+        token: Option<String>,
+        /// Read the one-time enrollment token from this file.
+        #[arg(long, value_name = "PATH")]
+        token_file: Option<PathBuf>,
         /// The fleet CA certificate (PEM).
         #[arg(long)]
         fleet_ca: PathBuf,
@@ -171,6 +176,37 @@ enum Command {
     },
 }
 
+fn eprintln_safe(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// Checks `--collector` and reads the token (file, stdin or argv, with a warning for argv).
+/// No token at all is allowed: a rerun compares, and a pending chain finishes without one.
+fn init_inputs(
+    collector: &str,
+    token: Option<String>,
+    token_file: Option<PathBuf>,
+) -> anyhow::Result<(String, Option<inputs::Token>)> {
+    let host = inputs::collector_host(collector)?;
+    let source = match (token, token_file) {
+        (_, Some(path)) => Some(inputs::TokenSource::File(path)),
+        (Some(t), None) if t == "-" => Some(inputs::TokenSource::Stdin),
+        (Some(t), None) => {
+            eprintln_safe(
+                "warning: a token on the command line is visible to other users (`ps`) and in \
+                 shell history; use --token-file PATH or --token - (standard input) instead",
+            );
+            Some(inputs::TokenSource::Argv(t))
+        }
+        (None, None) => None,
+    };
+    let token = source
+        .map(|s| inputs::read_token(&s, &mut std::io::stdin().lock()))
+        .transpose()?;
+    Ok((host, token))
+}
+
 /// Prints a line; a closed stdout is not an error worth a panic.
 fn say(line: &str) {
     use std::io::Write;
@@ -178,6 +214,7 @@ fn say(line: &str) {
 }
 
 fn main() -> ExitCode {
+    posguard_provision::inputs::quiet_tss2_logging();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -186,8 +223,11 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    use std::io::IsTerminal as _;
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never in a pipe or a log file.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
@@ -196,6 +236,7 @@ fn main() -> ExitCode {
         Command::Init {
             collector,
             token,
+            token_file,
             fleet_ca,
             device_id,
             server_name,
@@ -208,11 +249,14 @@ fn main() -> ExitCode {
             element,
             json,
         } => {
-            let server_name = server_name.unwrap_or_else(|| {
-                collector
-                    .rsplit_once(':')
-                    .map_or(collector.clone(), |(h, _)| h.to_owned())
-            });
+            let (host, token) = match init_inputs(&collector, token, token_file) {
+                Ok(v) => v,
+                Err(e) => {
+                    eprintln_safe(&format!("error: {e:#}"));
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            };
+            let server_name = server_name.unwrap_or(host);
             let plan = posguard_provision::init::InitPlan {
                 collector,
                 server_name,

@@ -124,6 +124,11 @@ impl Report {
         self.steps.push(step);
     }
 
+    /// Whether progress lines are suppressed (`--json`).
+    pub fn is_quiet(&self) -> bool {
+        self.quiet
+    }
+
     /// All steps so far.
     pub fn steps(&self) -> &[Step] {
         &self.steps
