@@ -15,6 +15,9 @@ use crate::report::Report;
 /// One comparison: `Ok(detail)` when it matches, `Err(what differs and what to do)`.
 type Check = Result<String, String>;
 
+/// A named comparison, run inside its report step.
+type Named<'a> = (&'static str, Box<dyn FnOnce() -> Check + 'a>);
+
 fn text<'a>(table: &'a toml::Table, section: &str, key: &str) -> Option<&'a str> {
     table.get(section)?.get(key)?.as_str()
 }
@@ -118,58 +121,67 @@ pub fn compare(plan: &InitPlan, report: &mut Report) -> anyhow::Result<()> {
         plan.device_id,
         new_identity(plan)
     );
-    let mut checks: Vec<(&str, Check)> = vec![
+    // Each check runs inside its step, so the step's time is the check's.
+    let mut checks: Vec<Named<'_>> = vec![
         (
             "rerun: device id",
-            same(
-                "[device] id",
-                &plan.device_id,
-                text(&table, "device", "id"),
-                &id_fix,
-            ),
+            Box::new(|| {
+                same(
+                    "[device] id",
+                    &plan.device_id,
+                    text(&table, "device", "id"),
+                    &id_fix,
+                )
+            }),
         ),
         (
             "rerun: collector",
-            same(
-                "[uplink] collector",
-                &plan.collector,
-                text(&table, "uplink", "collector"),
-                &restart(&config),
-            ),
+            Box::new(|| {
+                same(
+                    "[uplink] collector",
+                    &plan.collector,
+                    text(&table, "uplink", "collector"),
+                    &restart(&config),
+                )
+            }),
         ),
         (
             "rerun: server name",
-            same(
-                "[uplink] server_name",
-                &plan.server_name,
-                text(&table, "uplink", "server_name"),
-                &restart(&config),
-            ),
+            Box::new(|| {
+                same(
+                    "[uplink] server_name",
+                    &plan.server_name,
+                    text(&table, "uplink", "server_name"),
+                    &restart(&config),
+                )
+            }),
         ),
         (
             "rerun: fleet CA",
-            fleet_ca(plan, text(&table, "uplink", "fleet_ca")),
+            Box::new(|| fleet_ca(plan, text(&table, "uplink", "fleet_ca"))),
         ),
     ];
     if let Some(key) = &plan.ops_public_key {
         checks.push((
             "rerun: ops public key",
-            same(
-                "[uplink] ops_public_key",
-                key,
-                text(&table, "uplink", "ops_public_key"),
-                &restart(&config),
-            ),
+            Box::new(|| {
+                same(
+                    "[uplink] ops_public_key",
+                    key,
+                    text(&table, "uplink", "ops_public_key"),
+                    &restart(&config),
+                )
+            }),
         ));
     }
     checks.push((
         "rerun: identity key in the TPM",
-        identity(plan, text(&table, "uplink", "certificate")),
+        Box::new(|| identity(plan, text(&table, "uplink", "certificate"))),
     ));
     let mut differ = 0usize;
     for (name, check) in checks {
-        differ += usize::from(check.is_err());
-        report.step(name, || check.map(|d| ((), d)));
+        let matched = report.step(name, || check().map(|d| ((), d)));
+        differ += usize::from(matched.is_none());
     }
     if differ > 0 {
         return Err(anyhow!(

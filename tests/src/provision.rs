@@ -127,30 +127,41 @@ impl Terminal {
 
     /// `posguard-provision init` for this terminal against `c`, without a token; add one.
     pub fn init(&self, c: &Central) -> Command {
-        self.init_with(c, &c.fleet_ca())
+        self.init_as(c, &[])
     }
 
     /// [`Terminal::init`] with another `--fleet-ca`.
     pub fn init_with(&self, c: &Central, fleet_ca: &Path) -> Command {
+        self.init_as(c, &[("--fleet-ca", &fleet_ca.display().to_string())])
+    }
+
+    /// [`Terminal::init`] with some arguments replaced (or added): `(flag, value)`.
+    pub fn init_as(&self, c: &Central, changed: &[(&str, &str)]) -> Command {
+        let state = self.state();
+        let mut args: Vec<(String, String)> = [
+            ("--collector", c.addr()),
+            ("--server-name", "localhost".to_owned()),
+            ("--fleet-ca", c.fleet_ca().display().to_string()),
+            ("--device-id", self.id.clone()),
+            ("--config-dir", self.etc().display().to_string()),
+            ("--state-dir", state.display().to_string()),
+            ("--socket", state.join("agent.sock").display().to_string()),
+            ("--tcti", self.tpm.tcti()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        for (flag, value) in changed {
+            match args.iter_mut().find(|(k, _)| k == flag) {
+                Some(slot) => slot.1 = (*value).to_owned(),
+                None => args.push(((*flag).to_owned(), (*value).to_owned())),
+            }
+        }
         let mut cmd = command("posguard-provision");
-        cmd.args([
-            "init",
-            "--collector",
-            &c.addr(),
-            "--server-name",
-            "localhost",
-        ])
-        .arg("--fleet-ca")
-        .arg(fleet_ca)
-        .args(["--device-id", &self.id, "--config-dir"])
-        .arg(self.etc())
-        .arg("--state-dir")
-        .arg(self.state())
-        .arg("--socket")
-        .arg(self.state().join("agent.sock"))
-        .args(["--tcti", &self.tpm.tcti()])
-        .env_remove("TSS2_LOG")
-        .stdin(Stdio::null());
+        cmd.arg("init")
+            .args(args.into_iter().flat_map(|(k, v)| [k, v]))
+            .env_remove("TSS2_LOG")
+            .stdin(Stdio::null());
         cmd
     }
 

@@ -22,6 +22,7 @@ enum Fault {
     ForeignNvIndexAtTheCounter,
     MissingFleetCa,
     FleetCaIsNotACa,
+    DataKeySealedElsewhere,
 }
 
 /// Breaks `t` in the way of `fault`; returns the `--fleet-ca` to use, what the message must
@@ -74,6 +75,15 @@ fn inject(fault: Fault, c: &Central, t: &Terminal) -> (PathBuf, Vec<String>, Box
             };
             (c.fleet_ca(), says, Box::new(fix))
         }
+        Fault::DataKeySealedElsewhere => {
+            // Left by an earlier installation on another TPM (or before a TPM clear).
+            let sealed = t.state().join("datakey.sealed");
+            std::fs::create_dir_all(t.state()).unwrap();
+            std::fs::write(&sealed, [7u8; 120]).unwrap();
+            let says = vec![sealed.display().to_string(), "move it away".into()];
+            let fix = move || std::fs::remove_file(sealed).unwrap();
+            (c.fleet_ca(), says, Box::new(fix))
+        }
         Fault::MissingFleetCa | Fault::FleetCaIsNotACa => {
             let says = if matches!(fault, Fault::MissingFleetCa) {
                 vec![own_ca.display().to_string(), "No such file".into()]
@@ -100,6 +110,7 @@ fn every_local_failure_leaves_the_token_unspent_and_the_rerun_succeeds() {
         Fault::ForeignNvIndexAtTheCounter,
         Fault::MissingFleetCa,
         Fault::FleetCaIsNotACa,
+        Fault::DataKeySealedElsewhere,
     ];
     for (i, fault) in faults.into_iter().enumerate() {
         let t = Terminal::new(&format!("till-r{i}"));
