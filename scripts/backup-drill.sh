@@ -99,9 +99,10 @@ for _ in $(seq 1 100); do
 done
 token=$(col enroll-token create --device-id till-01 --ttl 1h --quiet)
 timeout 120 "$PROVISION" init --collector "127.0.0.1:$port" --server-name localhost \
-  --token "$token" --fleet-ca "$work/pki/fleet-ca.pem" --device-id till-01 \
+  --token - --fleet-ca "$work/pki/fleet-ca.pem" --device-id till-01 \
   --config-dir "$work/till/etc" --state-dir "$work/till/state" \
-  --socket "$work/till/agent.sock" --tcti "swtpm:host=127.0.0.1,port=$tpm_port" >"$work/provision.txt"
+  --socket "$work/till/agent.sock" --tcti "swtpm:host=127.0.0.1,port=$tpm_port" \
+  <<<"$token" >"$work/provision.txt"
 # Quick heartbeats and a short backoff cap, so that the drill does not wait long after restart.
 printf 'heartbeat_secs = 1\nbackoff_max_secs = 2\n' >>"$work/till/etc/agent.toml"
 RUST_LOG=warn "$AGENT" run --config "$work/till/etc/agent.toml" 2>>"$work/agent.log" &

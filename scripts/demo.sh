@@ -89,17 +89,18 @@ echo "token for $DEVICE issued (shown to the technician once; stored only hashed
 
 section "4. the technician provisions the terminal"
 T="$WORK/terminal"
+# The token on standard input: on the command line `ps` and the shell history would see it.
 "$BIN/posguard-provision" init --collector "127.0.0.1:$COLLECTOR_PORT" --server-name localhost \
-  --token "$TOKEN" --fleet-ca "$C/ca/fleet-ca.pem" --device-id "$DEVICE" \
+  --token - --fleet-ca "$C/ca/fleet-ca.pem" --device-id "$DEVICE" \
   --ops-public-key "$OPS_PUBLIC" --config-dir "$T/etc" --state-dir "$T/state" \
-  --socket "$T/run/agent.sock" --tcti "$TCTI"
+  --socket "$T/run/agent.sock" --tcti "$TCTI" <<<"$TOKEN"
 # A quick demo: heartbeats every 2 s (default 60 s) and progressive delays capped at 2 s
 # (default: 1 s doubling to 30 s). The lockout itself keeps its defaults: 10 failures, 30 min.
 printf 'heartbeat_secs = 2\n\n[auth.throttle]\ndelay_max_secs = 2\n' >>"$T/etc/agent.toml"
 echo
-echo "running init again changes nothing:"
+echo "running init again (no token needed) compares, and changes nothing:"
 "$BIN/posguard-provision" init --collector "127.0.0.1:$COLLECTOR_PORT" --server-name localhost \
-  --token "$TOKEN" --fleet-ca "$C/ca/fleet-ca.pem" --device-id "$DEVICE" \
+  --fleet-ca "$C/ca/fleet-ca.pem" --device-id "$DEVICE" \
   --config-dir "$T/etc" --state-dir "$T/state" --socket "$T/run/agent.sock" --tcti "$TCTI" | tail -n 2
 
 section "5. the agent starts (systemd would start it at boot)"

@@ -400,7 +400,10 @@ pub fn renew(element: &SecureElementConfig, config_dir: &Path) -> ExitCode {
                 if new < old {
                     bail!("the new certificate expires before the current one; nothing installed");
                 }
-                Ok::<_, anyhow::Error>((pem, format!("valid until unix {new}")))
+                Ok::<_, anyhow::Error>((
+                    pem,
+                    format!("valid until {}", posguard_provision::inputs::date(new)),
+                ))
             })
             .ok_or_else(|| anyhow!("renewal failed; the current certificate stays in use"))?;
         report

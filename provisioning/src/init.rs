@@ -286,11 +286,15 @@ fn local_checks(plan: &InitPlan, report: &mut Report) -> anyhow::Result<Option<u
             Ok::<_, anyhow::Error>(((), preflight::writable(&plan.state_dir, "state dir")?))
         })
         .ok_or_else(nothing)?;
-    let (group, detail) = preflight::group(&plan.config_path());
+    let (group, mut detail) = preflight::group(&plan.config_path());
     if group.is_none() && !report.is_quiet() {
-        // Also on stderr: a warning in a progress line is easy to miss (with --json it is in
-        // the step's detail, and stderr stays empty for programs).
+        // On stderr: a warning in a progress line is easy to miss (with --json it is the
+        // step's detail, and stderr stays empty for programs).
         eprintln_safe(&detail);
+        detail = format!(
+            "group `{}` missing: see the WARNING above",
+            preflight::GROUP
+        );
     }
     report.step("service group", || Ok::<_, anyhow::Error>(((), detail)));
     Ok(group)
