@@ -80,6 +80,18 @@ async fn a_used_token_with_the_same_key_is_issued_again_and_nothing_else_is() {
     let refused = rows.iter().filter(|r| r["reason"] == "token_used").count();
     assert_eq!(refused, 3, "{rows:?}");
 
+    // Once the token has expired, a retry is refused too; within its time it works again.
+    let set_expiry = |ms: i64| {
+        let db = rusqlite::Connection::open(&srv.db).unwrap();
+        db.execute("UPDATE enroll_tokens SET expires_ms = ?1", [ms])
+            .unwrap();
+    };
+    for (expires_ms, answer) in [(1_i64, 403), (i64::MAX, 200)] {
+        set_expiry(expires_ms);
+        let retry = enroll_body(&token, &device_csr(&key, id));
+        assert_eq!(enroll(&srv, &f.pki, retry).await.0, answer, "{expires_ms}");
+    }
+
     // Once the device's certificates are revoked, the token is spent for good.
     let out = f.cli(&["ca", "revoke", "--device", id]);
     assert!(

@@ -31,8 +31,9 @@ pub fn write_file(path: &Path, bytes: &[u8], mode: u32, group: Option<u32>) -> a
         .mode(mode)
         .open(&tmp)
         .with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
     if let Some(gid) = group {
         std::os::unix::fs::chown(&tmp, None, Some(gid))
             .with_context(|| format!("chgrp {}", tmp.display()))?;
