@@ -16,11 +16,9 @@ use posguard_hal::{KeyMode, SecureElement, SecureElementConfig};
 use serde_json::json;
 
 use crate::agent_api;
-use crate::files::write_file;
 use crate::https::{post_json, read_pem_certs};
-use crate::inputs::date;
 use crate::report::Report;
-use crate::{pending, preflight};
+use crate::{datakey, pending, preflight};
 
 /// What `init` needs.
 #[derive(Debug, Clone)]
@@ -161,7 +159,8 @@ fn open_element(config: &SecureElementConfig) -> anyhow::Result<Arc<dyn SecureEl
     Ok(posguard_hal::open(config)?)
 }
 
-fn now_unix() -> u64 {
+/// Wall time, Unix seconds.
+pub fn now_unix() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -228,14 +227,14 @@ pub fn run(plan: &InitPlan, report: &mut Report) -> anyhow::Result<bool> {
         })?;
     report
         .step("data key sealed to the TPM", || {
-            seal_data_key(plan, se.as_ref())
+            datakey::seal(plan, se.as_ref())
         })
         .ok_or_else(|| {
             anyhow!(
                 "data key: the token was not used; fix the cause and run init again (resumable)"
             )
         })?;
-    let issued = issued_chain(plan, &se, report)?;
+    let issued = pending::obtain(plan, &se, report)?;
     report
         .step("configuration written", || {
             pending::install(plan, &issued, group).map(|d| ((), d))
@@ -303,92 +302,6 @@ fn local_checks(plan: &InitPlan, report: &mut Report) -> anyhow::Result<Option<u
 fn eprintln_safe(line: &str) {
     use std::io::Write as _;
     let _ = writeln!(std::io::stderr(), "{line}");
-}
-
-/// Seals a fresh data key, or keeps the one sealed by an earlier run if this TPM unseals it.
-fn seal_data_key(plan: &InitPlan, se: &dyn SecureElement) -> anyhow::Result<((), String)> {
-    let path = plan.state_dir.join("datakey.sealed");
-    if path.exists() && !plan.force {
-        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        let blob = posguard_hal::SealedBlob::from_bytes(bytes);
-        se.unseal(&blob).map_err(|e| {
-            anyhow!(
-                "{} was sealed by another TPM or before the TPM was cleared ({e}); move it away \
-                 (the agent's state it protects cannot be read on this TPM) and run init again",
-                path.display()
-            )
-        })?;
-        return Ok(((), format!("{} (already sealed; kept)", path.display())));
-    }
-    let key = se.random(32)?;
-    let blob = se.seal(&key)?;
-    write_file(&path, blob.as_bytes(), 0o600, None)?;
-    Ok((
-        (),
-        format!(
-            "{} ({} bytes, sealed blob only)",
-            path.display(),
-            blob.as_bytes().len()
-        ),
-    ))
-}
-
-/// The certificate: from an earlier run's pending chain when it fits this key, else enrolled
-/// now (the token is spent here, after every local step) and kept as pending at once.
-fn issued_chain(
-    plan: &InitPlan,
-    se: &Arc<dyn SecureElement>,
-    report: &mut Report,
-) -> anyhow::Result<Issued> {
-    let spki = se.identity_public_key()?;
-    let earlier = match pending::usable(plan, &spki, now_unix()) {
-        Ok(found) => found,
-        Err(why) => {
-            // Not a failure of this run: the chain is replaced by enrolling again.
-            report.step("certificate from an earlier run", || {
-                Ok::<_, anyhow::Error>(((), format!("not used: {why:#}")))
-            });
-            None
-        }
-    };
-    if let Some(issued) = earlier {
-        report.step("certificate from an earlier run", || {
-            Ok::<_, anyhow::Error>((
-                (),
-                format!(
-                    "{} (valid until {}; no enrollment needed)",
-                    pending::path(plan).display(),
-                    date(issued.not_after)
-                ),
-            ))
-        });
-        return Ok(issued);
-    }
-    let csr = report
-        .step("certificate signing request", || {
-            let pem = posguard_hal::csr::device_csr_pem(se.clone(), &plan.device_id)?;
-            Ok::<_, anyhow::Error>((pem, format!("for urn:posguard:device:{}", plan.device_id)))
-        })
-        .ok_or_else(|| anyhow!("no CSR: the identity key is kept; run init again (resumable)"))?;
-    let issued = report
-        .step_slow("enrollment at the collector", || {
-            let issued = enroll(plan, &csr)?;
-            let detail = format!("certificate valid until {}", date(issued.not_after));
-            Ok::<_, anyhow::Error>((issued, detail))
-        })
-        .ok_or_else(|| anyhow!("enrollment failed: the identity key is kept; fix the cause and run init again (resumable)"))?;
-    report
-        .step("certificate kept until installed", || {
-            pending::keep(plan, &issued)?;
-            Ok::<_, anyhow::Error>(((), pending::path(plan).display().to_string()))
-        })
-        .ok_or_else(|| {
-            anyhow!(
-                "the certificate was issued but cannot be kept on disk; fix the cause and run init \
-                 again with the same token (the collector issues again for this TPM key)"
-            )
-        })?;
-    Ok(issued)
 }
 
 /// Enrolls the first admin through the agent's local API (root, no clerk yet), shows the TOTP

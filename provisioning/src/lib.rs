@@ -7,6 +7,7 @@
 //! - [`init`]: bringing up a terminal: TPM checks, identity key, CSR, enrollment, data key,
 //!   configuration, first admin, self-test.
 //! - [`preflight`]: the local checks run before the token is sent (directories, fleet CA, group).
+//! - [`datakey`]: the data key sealed to the TPM (or an earlier one checked to unseal).
 //! - [`pending`]: the issued chain kept until the configuration is written (resuming a late failure).
 //! - [`rerun`]: `init` on a provisioned terminal: what is asked compared with what is there.
 //! - [`inputs`]: the token (file, stdin, argv), `--collector host:port`, dates, tss2 logging.
@@ -18,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent_api;
+pub mod datakey;
 pub mod files;
 pub mod https;
 pub mod init;

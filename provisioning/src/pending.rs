@@ -5,12 +5,15 @@
 //! this device and still valid, and finishes without the network or the token.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context as _, anyhow};
+use posguard_hal::SecureElement;
 
 use crate::files::write_file;
-use crate::init::{InitPlan, Issued, not_after};
+use crate::init::{InitPlan, Issued, enroll, not_after, now_unix};
 use crate::inputs::date;
+use crate::report::Report;
 
 /// Where the issued chain waits.
 pub fn path(plan: &InitPlan) -> PathBuf {
@@ -99,4 +102,62 @@ pub fn install(plan: &InitPlan, issued: &Issued, group: Option<u32>) -> anyhow::
         Err(e) => return Err(anyhow!("removing {}: {e}", pending.display())),
     }
     Ok(format!("{} (0640)", plan.config_path().display()))
+}
+
+/// The certificate: from an earlier run's pending chain when it fits this key, else enrolled
+/// now (the token is spent here, after every local step) and kept as pending at once.
+pub fn obtain(
+    plan: &InitPlan,
+    se: &Arc<dyn SecureElement>,
+    report: &mut Report,
+) -> anyhow::Result<Issued> {
+    let spki = se.identity_public_key()?;
+    let earlier = match usable(plan, &spki, now_unix()) {
+        Ok(found) => found,
+        Err(why) => {
+            // Not a failure of this run: the chain is replaced by enrolling again.
+            report.step("certificate from an earlier run", || {
+                Ok::<_, anyhow::Error>(((), format!("not used: {why:#}")))
+            });
+            None
+        }
+    };
+    if let Some(issued) = earlier {
+        report.step("certificate from an earlier run", || {
+            Ok::<_, anyhow::Error>((
+                (),
+                format!(
+                    "{} (valid until {}; no enrollment needed)",
+                    path(plan).display(),
+                    date(issued.not_after)
+                ),
+            ))
+        });
+        return Ok(issued);
+    }
+    let csr = report
+        .step("certificate signing request", || {
+            let pem = posguard_hal::csr::device_csr_pem(se.clone(), &plan.device_id)?;
+            Ok::<_, anyhow::Error>((pem, format!("for urn:posguard:device:{}", plan.device_id)))
+        })
+        .ok_or_else(|| anyhow!("no CSR: the identity key is kept; run init again (resumable)"))?;
+    let issued = report
+        .step_slow("enrollment at the collector", || {
+            let issued = enroll(plan, &csr)?;
+            let detail = format!("certificate valid until {}", date(issued.not_after));
+            Ok::<_, anyhow::Error>((issued, detail))
+        })
+        .ok_or_else(|| anyhow!("enrollment failed: the identity key is kept; fix the cause and run init again (resumable)"))?;
+    report
+        .step("certificate kept until installed", || {
+            keep(plan, &issued)?;
+            Ok::<_, anyhow::Error>(((), path(plan).display().to_string()))
+        })
+        .ok_or_else(|| {
+            anyhow!(
+                "the certificate was issued but cannot be kept on disk; fix the cause and run init \
+                 again with the same token (the collector issues again for this TPM key)"
+            )
+        })?;
+    Ok(issued)
 }
