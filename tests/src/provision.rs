@@ -1,7 +1,12 @@
 //! What the provisioning tests share: a central side (`ca init`, a running collector, tokens,
 //! the enrollment history) and a terminal (a fresh swtpm, configuration and state directories)
 //! on which `posguard-provision init` runs as a technician would run it.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -210,28 +215,88 @@ pub fn ran(out: Output) -> Ran {
     }
 }
 
-/// A directory made immutable (`chattr +i`) until dropped: root ignores permission bits, so
-/// this is how a test run as root gets a directory it cannot write.
+/// A directory this test process cannot write until dropped. Root ignores permission bits, so
+/// as root the directory is made immutable (`chattr +i`, ext4 and most disk filesystems) or, where
+/// that is not supported (tmpfs), bind-mounted read-only onto itself; otherwise mode 0555.
 #[derive(Debug)]
-pub struct Immutable(PathBuf);
+pub struct Immutable {
+    dir: PathBuf,
+    how: ReadOnly,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum ReadOnly {
+    Chattr,
+    BindMount,
+    Mode,
+}
+
+fn sh(program: &str, args: &[&std::ffi::OsStr]) -> bool {
+    Command::new(program)
+        .args(args)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1))
+        == Some("0")
+}
 
 impl Immutable {
-    /// Makes `dir` (created if needed) immutable.
+    /// Makes `dir` (created if needed) unwritable.
     pub fn new(dir: &Path) -> Self {
+        use std::os::unix::fs::PermissionsExt as _;
         std::fs::create_dir_all(dir).unwrap();
-        let out = Command::new("chattr").arg("+i").arg(dir).output().unwrap();
+        let d = dir.as_os_str();
+        let how = if !is_root() {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+            ReadOnly::Mode
+        } else if sh("chattr", &["+i".as_ref(), d]) {
+            ReadOnly::Chattr
+        } else if sh("mount", &["--bind".as_ref(), d, d])
+            && sh("mount", &["-o".as_ref(), "remount,bind,ro".as_ref(), d])
+        {
+            ReadOnly::BindMount
+        } else {
+            panic!(
+                "cannot make {} read-only as root: neither `chattr +i` nor a read-only bind \
+                 mount works here",
+                dir.display()
+            );
+        };
+        let probe = dir.join(".probe");
         assert!(
-            out.status.success(),
-            "chattr +i {} (needs root on ext4 or similar): {}",
-            dir.display(),
-            String::from_utf8_lossy(&out.stderr)
+            std::fs::write(&probe, b"x").is_err(),
+            "{} is still writable ({how:?})",
+            dir.display()
         );
-        Immutable(dir.to_path_buf())
+        Immutable {
+            dir: dir.to_path_buf(),
+            how,
+        }
     }
 }
 
 impl Drop for Immutable {
     fn drop(&mut self) {
-        let _ = Command::new("chattr").arg("-i").arg(&self.0).output();
+        use std::os::unix::fs::PermissionsExt as _;
+        let d = self.dir.as_os_str();
+        match self.how {
+            ReadOnly::Chattr => {
+                sh("chattr", &["-i".as_ref(), d]);
+            }
+            ReadOnly::BindMount => {
+                sh("umount", &[d]);
+            }
+            ReadOnly::Mode => {
+                let _ = std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o755));
+            }
+        }
     }
 }
