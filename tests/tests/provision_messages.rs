@@ -51,6 +51,8 @@ fn the_token_comes_from_a_file_stdin_or_argv_and_the_output_is_clean() {
         let t = Terminal::new(&format!("till-m{i}"));
         let token = c.token(&t.id);
         let mut cmd = t.init(&c);
+        // Debug logging on, so that there are log lines whose colour codes could leak.
+        cmd.env("RUST_LOG", "debug");
         let out: Ran = match source {
             Source::File => run(cmd.args(t.token_file(&token))),
             Source::Argv => run(cmd.args(["--token", &token])),
@@ -69,6 +71,7 @@ fn the_token_comes_from_a_file_stdin_or_argv_and_the_output_is_clean() {
             }
         };
         assert!(out.ok(), "{source:?}: {}", out.text());
+        eprintln!("STDERR {source:?}: {}", out.stderr);
         assert!(c.token_used(&t.id), "{source:?}");
         let warned = out.stderr.contains("visible to other users");
         assert_eq!(
