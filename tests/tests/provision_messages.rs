@@ -71,7 +71,6 @@ fn the_token_comes_from_a_file_stdin_or_argv_and_the_output_is_clean() {
             }
         };
         assert!(out.ok(), "{source:?}: {}", out.text());
-        eprintln!("STDERR {source:?}: {}", out.stderr);
         assert!(c.token_used(&t.id), "{source:?}");
         let warned = out.stderr.contains("visible to other users");
         assert_eq!(
@@ -81,6 +80,7 @@ fn the_token_comes_from_a_file_stdin_or_argv_and_the_output_is_clean() {
             out.text()
         );
         // Piped output: no colour codes, no libtss2 log lines, dates not Unix seconds.
+        assert!(out.stderr.contains(" INFO "), "a log line: {}", out.text());
         assert!(
             !out.text().contains('\u{1b}'),
             "{source:?}: {:?}",
