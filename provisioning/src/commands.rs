@@ -10,7 +10,7 @@ use posguard_provision::agent_api::at;
 use posguard_provision::init::{self, InitPlan};
 use posguard_provision::prompt::read_line;
 use posguard_provision::report::Report;
-use posguard_provision::{agent_api, files};
+use posguard_provision::{admin, agent_api, files};
 use serde_json::json;
 
 fn say(line: &str) {
@@ -53,8 +53,8 @@ fn admin_steps(socket: &Path, admin: &str, report: &mut Report) -> anyhow::Resul
         )?
         .to_string())
     };
-    init::first_admin(socket, admin, &password, &mut code, report)?;
-    init::self_test(socket, report)
+    admin::first_admin(socket, admin, &password, &mut code, report)?;
+    admin::self_test(socket, report)
 }
 
 /// `init`.

@@ -5,7 +5,8 @@
 //! - [`selftest`]: exercises every operation of the secure element and reports each step with
 //!   its result and time (the last step of provisioning, and a diagnostic on its own).
 //! - [`init`]: bringing up a terminal: TPM checks, identity key, CSR, enrollment, data key,
-//!   configuration, first admin, self-test.
+//!   configuration.
+//! - [`admin`]: the first admin and the end-to-end self-test through the running agent.
 //! - [`https`]: the enrollment client (TLS 1.3, fleet CA only, no client certificate yet).
 //! - [`agent_api`]: the few local-API calls provisioning makes (first admin, status).
 //! - [`files`]: atomic writes with mode and group.
@@ -13,6 +14,7 @@
 //! - [`report`]: step-by-step progress lines and the machine-readable summary.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod agent_api;
 pub mod files;
 pub mod https;
