@@ -9,6 +9,9 @@
 //! - [`admin`]: the first admin and the end-to-end self-test through the running agent.
 //! - [`https`]: the enrollment client (TLS 1.3, fleet CA only, no client certificate yet).
 //! - [`agent_api`]: the few local-API calls provisioning makes (first admin, status).
+//! - [`status`]: `status`: TPM, certificate, an mTLS request to the collector, the agent.
+//! - [`decommission`]: shipping what is left, stopping the agent, wiping; `--force` with a
+//!   record of what was not shipped.
 //! - [`files`]: atomic writes with mode and group.
 //! - [`qr`]: the TOTP URI as a QR code in the terminal.
 //! - [`report`]: step-by-step progress lines and the machine-readable summary.
@@ -16,6 +19,7 @@
 
 pub mod admin;
 pub mod agent_api;
+pub mod decommission;
 pub mod files;
 pub mod https;
 pub mod init;
@@ -23,3 +27,4 @@ pub mod prompt;
 pub mod qr;
 pub mod report;
 pub mod selftest;
+pub mod status;
