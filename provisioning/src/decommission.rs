@@ -226,9 +226,15 @@ pub fn run(plan: &Plan, json: bool, report: &mut Report) -> anyhow::Result<Optio
     let mut pid = None;
     if recorded.is_none() {
         if !plan.force {
+            let why = report
+                .steps()
+                .last()
+                .map(|s| s.detail.clone())
+                .unwrap_or_default();
             bail!(
-                "the agent does not answer; nothing was removed: start it (systemctl start \
-                 posguard-agent) and run again, or add --force to wipe without shipping"
+                "the agent could not record the decommissioning ({why}); nothing was removed: \
+                 start the agent (systemctl start posguard-agent) or fix what its status \
+                 reports, and run again; or add --force to wipe without shipping"
             );
         }
         unshipped = Some(Unshipped {
@@ -239,7 +245,9 @@ pub fn run(plan: &Plan, json: bool, report: &mut Report) -> anyhow::Result<Optio
             head_hash: None,
             unshipped: None,
             count: None,
-            reason: "the agent did not answer: what was not shipped is unknown".to_owned(),
+            reason: "the agent could not record the decommissioning (not running, or its journal \
+                     failed): what was not shipped is unknown"
+                .to_owned(),
         });
     } else {
         let shipped = report.step_slow(

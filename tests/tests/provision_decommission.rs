@@ -139,3 +139,36 @@ fn a_forced_decommission_wipes_after_recording_what_was_not_shipped() {
         "identity key evicted"
     );
 }
+
+#[test]
+fn without_an_agent_only_force_wipes_and_the_record_says_nothing_is_known() {
+    let (central, _collector) = Central::start();
+    let tpm = Swtpm::start().unwrap();
+    let t = Terminal::new();
+    t.init(&central, "till-8", &tpm.tcti(), &[]);
+
+    let (ok, out) = decommission(&t, &tpm, &["--yes"], "");
+    assert!(!ok && out.contains("nothing was removed"), "{out}");
+    assert!(out.contains("systemctl start posguard-agent"), "{out}");
+    assert!(t.config().exists() && t.state.join("datakey.sealed").exists());
+
+    let record = t.dir.path().join("unshipped.json");
+    let (ok, out) = decommission(
+        &t,
+        &tpm,
+        &["--force", "--yes", "--record", record.to_str().unwrap()],
+        "",
+    );
+    assert!(ok, "{out}");
+    let saved: Value = serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
+    assert_eq!(saved["device_id"], "till-8");
+    assert!(
+        saved["count"].is_null() && saved["head_seq"].is_null(),
+        "{saved:#}"
+    );
+    assert!(
+        saved["reason"].as_str().unwrap().contains("unknown"),
+        "{saved:#}"
+    );
+    assert!(!t.state.exists() && !t.config().exists());
+}
