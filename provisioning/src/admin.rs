@@ -81,8 +81,8 @@ fn enroll(socket: &Path, admin: &str, password: &str) -> anyhow::Result<(ShownSe
                 |d| {
                     anyhow!(
                         "this terminal already has clerks ({d:#}); a confirmed admin adds more \
-                         with posguardctl; if every admin is lost, follow docs/runbook.md \
-                         (\"Lost admin\")"
+                         with posguardctl; if no admin can log in any more, see docs/runbook.md \
+                         (\"First admin at a terminal\")"
                     )
                 },
             )?;

@@ -173,14 +173,19 @@ fn first_admin_counts_once_confirmed_and_the_self_test_needs_the_collector() {
         "{report:#}"
     );
 
-    // Confirmed: no run can replace it.
-    let (ok, out) = run(command("posguard-provision")
-        .args(["admin", "--admin", "boss2", "--json", "--password-file"])
-        .arg(&pw)
-        .arg("--socket")
-        .arg(t.socket())
-        .stdin(Stdio::null()));
-    assert!(!ok && out.contains("already has clerks"), "{out}");
+    // Confirmed: no run can replace it, under its own id or another.
+    for id in ["boss", "boss2"] {
+        let (ok, out) = run(command("posguard-provision")
+            .args(["admin", "--admin", id, "--json", "--password-file"])
+            .arg(&pw)
+            .arg("--socket")
+            .arg(t.socket())
+            .stdin(Stdio::null()));
+        assert!(!ok && out.contains("already has clerks"), "{out}");
+        if id == "boss" {
+            assert!(out.contains("not an unconfirmed first admin"), "{out}");
+        }
+    }
 
     // The self-test: with the collector down, a record made now is never acknowledged.
     collector.kill();
