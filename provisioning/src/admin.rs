@@ -170,7 +170,9 @@ pub fn first_admin(
         })?;
     let seed = report
         .step("first admin enrolled", || enroll(socket, admin, password))
-        .ok_or_else(|| anyhow!("first admin not enrolled"))?;
+        .ok_or_else(|| {
+            anyhow!("first admin not enrolled (the step above says why); fix it and run `{rerun}`")
+        })?;
     tech.show_seed(&seed);
     let mut refused = 0;
     let outcome = report.step("admin TOTP confirmed with a current code", || {
