@@ -21,16 +21,17 @@ pub fn read_line(prompt: &str, hidden: bool) -> std::io::Result<Zeroizing<String
         line.truncate(trimmed);
         return Ok(line);
     };
-    tty.write_all(prompt.as_bytes())?;
-    tty.flush()?;
+    // Echo goes off before the prompt appears: what is typed as soon as it shows is not echoed.
     let saved = tcgetattr(&tty)?;
     if hidden {
         let mut quiet = saved.clone();
         quiet.local_modes.remove(LocalModes::ECHO);
         tcsetattr(&tty, OptionalActions::Now, &quiet)?;
     }
+    let shown = tty.write_all(prompt.as_bytes()).and_then(|()| tty.flush());
     let mut line = Zeroizing::new(String::new());
-    let read = std::io::BufReader::new(&tty).read_line(&mut line);
+    // In canonical mode one read returns at most one line: nothing typed ahead is lost here.
+    let read = shown.and_then(|()| std::io::BufReader::new(&tty).read_line(&mut line));
     let restored = tcsetattr(&tty, OptionalActions::Now, &saved);
     if hidden {
         let _ = tty.write_all(b"\n");
