@@ -206,3 +206,139 @@ fn first_admin_counts_once_confirmed_and_the_self_test_needs_the_collector() {
     let (ok, out) = selftest(&t);
     assert!(ok && out.contains("acknowledged"), "{out}");
 }
+
+/// What a program under `script` (a real pseudo-terminal) printed so far.
+struct Screen {
+    text: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Screen {
+    fn watch(out: std::process::ChildStdout) -> Self {
+        let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let t = text.clone();
+        std::thread::spawn(move || {
+            let mut out = out;
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                t.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Screen { text }
+    }
+
+    /// Waits (at most 60 s) until `what` has appeared `times` times; returns the screen.
+    fn wait_for(&self, what: &str, times: usize) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let text = self.text.lock().unwrap().clone();
+            if text.matches(what).count() >= times {
+                return text;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {what:?} in:\n{text}"
+            );
+            // Polling the terminal output.
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn at_a_terminal_the_password_is_typed_twice_and_the_seed_shown_three_ways() {
+    let (central, _collector) = Central::start();
+    let tpm = SharedTpm::start();
+    let t = Terminal::new();
+    t.init(&central, "till-4", &tpm.tcti(), &tpm.env());
+    let owned = tpm.env();
+    let env: Vec<(&str, &str)> = owned
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let _agent = AgentProcess::start_with_env(&t.config(), &t.socket(), &env);
+
+    // `script` gives the tool a real terminal (/dev/tty), as a technician's console would.
+    let tool = posguard_e2e::bin("posguard-provision");
+    let line = format!(
+        "{} admin --admin boss --selftest-timeout 30 --socket {}",
+        tool.display(),
+        t.socket().display()
+    );
+    let mut child = std::process::Command::new("script")
+        .args(["-qfec", &line, "/dev/null"])
+        .envs(tpm.env())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let screen = Screen::watch(child.stdout.take().unwrap());
+    let mut keys = child.stdin.take().unwrap();
+    let mut type_line = |s: &str| {
+        keys.write_all(format!("{s}\r").as_bytes()).unwrap();
+        keys.flush().unwrap();
+    };
+
+    // Two different passwords: asked again. Then the same twice.
+    screen.wait_for("Password for boss", 1);
+    type_line("first-password-12");
+    screen.wait_for("Type it again", 1);
+    type_line("other-password-34");
+    screen.wait_for("differ", 1);
+    screen.wait_for("Password for boss", 2);
+    type_line("right-password-56");
+    screen.wait_for("Type it again", 2);
+    type_line("right-password-56");
+
+    // The seed: QR code, URI and base32, then the code.
+    let text = screen.wait_for("6-digit code", 1);
+    let uri_start = text.find("otpauth://").unwrap();
+    let uri: String = text[uri_start..]
+        .chars()
+        .take_while(|c| !c.is_whitespace())
+        .collect();
+    let secret = uri
+        .split("secret=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(
+        text.contains("seed (to type by hand") && text.contains(&secret),
+        "{text}"
+    );
+    assert!(
+        text.contains('▀') || text.contains('▄') || text.contains('█'),
+        "a QR code: {text}"
+    );
+    type_line(&code(&secret, 0));
+    let text = screen.wait_for("first admin: ", 1);
+    assert!(text.contains("first admin: done"), "{text}");
+    assert!(
+        !text.contains("right-password-56"),
+        "the password was echoed: {text}"
+    );
+    assert!(child.wait().unwrap().success());
+
+    // The confirmed password is the one typed twice: the first one is refused, it is accepted.
+    let login = |password: &str, code: &str| {
+        let stream = std::os::unix::net::UnixStream::connect(t.socket()).unwrap();
+        let mut w = stream.try_clone().unwrap();
+        let request = serde_json::json!({"v": 1, "id": 1, "method": "login",
+            "params": {"clerk": "boss", "secret": password, "totp": code}});
+        writeln!(w, "{request}").unwrap();
+        let mut answer = String::new();
+        BufReader::new(stream).read_line(&mut answer).unwrap();
+        answer
+    };
+    let next = code(&secret, 1);
+    assert!(login("first-password-12", &next).contains("login_failed"));
+    assert!(login("right-password-56", &next).contains("granted"));
+}
