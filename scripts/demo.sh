@@ -115,17 +115,21 @@ ADMIN=manager
 ADMIN_PASSWORD='Till-manager-2026'
 coproc PROV { "$BIN/posguard-provision" admin --admin "$ADMIN" --socket "$T/run/agent.sock" 2>&1; }
 prov_pid=$PROV_PID
-echo "$ADMIN_PASSWORD" >&"${PROV[1]}"
+# Own copies of the coprocess's pipes: bash unsets PROV as soon as the tool exits, which can be
+# before the last line is read.
+exec {PROV_IN}>&"${PROV[1]}" {PROV_OUT}<&"${PROV[0]}"
+echo "$ADMIN_PASSWORD" >&"$PROV_IN"
 SECRET=
-while IFS= read -r line <&"${PROV[0]}"; do
+while IFS= read -r line <&"$PROV_OUT"; do
   echo "$line"
   if [[ "$line" == *"otpauth://"* ]]; then
     SECRET=$(sed -E 's/.*secret=([A-Z2-7]+).*/\1/' <<<"$line")
     CODE=$(oathtool --totp -b "$SECRET")
     echo "  (the technician's phone shows $CODE)"
-    echo "$CODE" >&"${PROV[1]}"
+    echo "$CODE" >&"$PROV_IN"
   fi
 done
+exec {PROV_IN}>&- {PROV_OUT}<&-
 wait "$prov_pid"
 
 section "7. a POS shift, through the agent's local API"

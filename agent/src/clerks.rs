@@ -5,12 +5,14 @@
 //! - `store`: clerks, throttle states, the terminal budget and lockdown, durable in sled.
 //! - `login`: `login`, `verify_mfa`, `elevate` (supervisor override).
 //! - `admin`: enrolment, removal, disabling, lockout reset, lockdown, TOTP rotation.
+//! - `first_admin`: root discarding a first admin whose TOTP was never confirmed.
 //! - `hasher`: every Argon2id hash and check, on a bounded set of worker threads behind a
 //!   bounded queue served fairly per client process (`fair_queue`).
 //! - this file: the service, sessions, and the audit helpers.
 
 mod admin;
 mod fair_queue;
+mod first_admin;
 mod hasher;
 mod login;
 mod store;

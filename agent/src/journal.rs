@@ -180,6 +180,9 @@ impl JournalError {
 pub struct JournalStatus {
     /// Sequence number of the last record.
     pub head_seq: u64,
+    /// Hash of the last record (hex): what a forced decommission hands to operations, so the
+    /// records that were never shipped can be named.
+    pub head_hash: String,
     /// Highest sequence number the collector acknowledged.
     pub shipped_seq: u64,
     /// Records stored.

@@ -2,7 +2,6 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use posguard_hal::{KeyMode, SecureElementConfig};
@@ -10,7 +9,7 @@ use posguard_provision::agent_api::at;
 use posguard_provision::init::{self, InitPlan};
 use posguard_provision::prompt::read_line;
 use posguard_provision::report::Report;
-use posguard_provision::{agent_api, files};
+use posguard_provision::{admin, decommission, files};
 use serde_json::json;
 
 fn say(line: &str) {
@@ -19,9 +18,23 @@ fn say(line: &str) {
 }
 
 fn finish(report: &Report, json: bool, title: &str, outcome: anyhow::Result<()>) -> ExitCode {
+    finish_with(report, json, title, outcome, None)
+}
+
+/// [`finish`], the JSON report also carrying the first admin's seed (the technician needs it).
+fn finish_with(
+    report: &Report,
+    json: bool,
+    title: &str,
+    outcome: anyhow::Result<()>,
+    seed: Option<&admin::ShownSeed>,
+) -> ExitCode {
     let ok = outcome.is_ok() && report.all_ok();
     if json {
-        let doc = json!({ "ok": ok, "error": outcome.as_ref().err().map(|e| format!("{e:#}")), "steps": report.steps() });
+        let mut doc = json!({ "ok": ok, "error": outcome.as_ref().err().map(|e| format!("{e:#}")), "steps": report.steps() });
+        if let (Some(seed), Some(map)) = (seed, doc.as_object_mut()) {
+            map.insert("admin".to_owned(), json!(seed));
+        }
         say(&format!("{doc:#}"));
     } else {
         let took: f64 = report.steps().iter().map(|s| s.millis).sum();
@@ -41,20 +54,16 @@ fn finish(report: &Report, json: bool, title: &str, outcome: anyhow::Result<()>)
     }
 }
 
-fn admin_steps(socket: &Path, admin: &str, report: &mut Report) -> anyhow::Result<()> {
-    let password = read_line(
-        &format!("Password for {admin} (at least 12 characters, letters and digits): "),
-        true,
-    )?;
-    let mut code = || -> anyhow::Result<String> {
-        Ok(read_line(
-            "Scan the QR code, then type the current 6-digit code: ",
-            false,
-        )?
-        .to_string())
-    };
-    init::first_admin(socket, admin, &password, &mut code, report)?;
-    init::self_test(socket, report)
+fn admin_steps(
+    opts: &admin::AdminOptions,
+    json: bool,
+    report: &mut Report,
+) -> anyhow::Result<Option<admin::ShownSeed>> {
+    admin::run(
+        opts,
+        &mut posguard_provision::prompt::Console { json },
+        report,
+    )
 }
 
 /// `init`.
@@ -66,6 +75,7 @@ pub fn init(plan: &InitPlan, admin: Option<&str>, json: bool) -> ExitCode {
         ));
     }
     let mut report = Report::new(json);
+    let mut seed = None;
     let outcome = (|| -> anyhow::Result<()> {
         let changed = init::run(plan, &mut report)?;
         if let (Some(admin), true) = (admin, changed) {
@@ -82,18 +92,23 @@ pub fn init(plan: &InitPlan, admin: Option<&str>, json: bool) -> ExitCode {
                     })
                     .ok_or_else(|| anyhow!("the agent did not start"))?;
             }
-            admin_steps(&plan.socket, admin, &mut report)?;
+            seed = admin_steps(
+                &admin::AdminOptions::new(&plan.socket, admin),
+                json,
+                &mut report,
+            )?;
         }
         Ok(())
     })();
-    finish(&report, json, "provisioning", outcome)
+    finish_with(&report, json, "provisioning", outcome, seed.as_ref())
 }
 
 /// `admin`: the first admin and the self-test, once the agent runs.
-pub fn admin(socket: &Path, admin: &str, json: bool) -> ExitCode {
+pub fn admin(opts: &admin::AdminOptions, json: bool) -> ExitCode {
     let mut report = Report::new(json);
-    let outcome = admin_steps(socket, admin, &mut report);
-    finish(&report, json, "first admin", outcome)
+    let mut seed = None;
+    let outcome = admin_steps(opts, json, &mut report).map(|s| seed = s);
+    finish_with(&report, json, "first admin", outcome, seed.as_ref())
 }
 
 /// `csr`.
@@ -171,168 +186,72 @@ pub fn install_cert(config: &SecureElementConfig, chain: &Path, config_dir: &Pat
     report_simple(result)
 }
 
-/// `status`.
-pub fn status(config: &SecureElementConfig, config_dir: &Path) -> ExitCode {
-    let mut report = Report::new(false);
-    report.step("device identity key", || {
-        let se = posguard_hal::open(config)?;
-        let spki = se.identity_public_key()?;
-        let fp: Vec<String> = posguard_hal::sha256(&spki)
-            .iter()
-            .take(8)
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        Ok::<_, anyhow::Error>((
-            (),
-            format!(
-                "{} ({}), fingerprint {}",
-                se.info().location,
-                se.info().description,
-                fp.join(":")
-            ),
+/// `status`: see [`posguard_provision::status`].
+pub fn status(config: &SecureElementConfig, config_dir: &Path, json: bool) -> ExitCode {
+    let mut report = Report::new(json);
+    posguard_provision::status::run(config, config_dir, &mut report);
+    let outcome = if report.all_ok() {
+        Ok(())
+    } else {
+        Err(anyhow!(
+            "{} of {} checks failed",
+            report.steps().iter().filter(|s| !s.ok).count(),
+            report.steps().len()
         ))
-    });
-    report.step("certificate", || {
-        let path = certificate_path(config_dir);
-        let pem = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        let after = init::not_after(&pem).ok_or_else(|| anyhow!("does not parse"))?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_secs();
-        let days = after.saturating_sub(now) / 86_400;
-        if after <= now {
-            bail!("expired");
+    };
+    finish(&report, json, "status", outcome)
+}
+
+/// `decommission`: asks for confirmation, then [`posguard_provision::decommission::run`].
+pub fn decommission(plan: &decommission::Plan, yes: bool, json: bool) -> ExitCode {
+    if !yes {
+        let (prompt, expected) = match (&plan.device_id, plan.force) {
+            (Some(id), true) => (
+                format!(
+                    "This wipes the terminal's identity, keys, journal and configuration EVEN IF \
+                     its journal cannot be shipped. Type the device id ({id}) to go on: "
+                ),
+                id.clone(),
+            ),
+            _ => (
+                "This removes the terminal's identity, keys, journal and configuration. Type \
+                 'decommission' to go on: "
+                    .to_owned(),
+                "decommission".to_owned(),
+            ),
+        };
+        let answer = read_line(&prompt, false);
+        if answer.map(|a| a.trim() != expected).unwrap_or(true) {
+            say(&format!(
+                "nothing changed: the answer was not '{expected}' (or add --yes)"
+            ));
+            return ExitCode::FAILURE;
         }
-        Ok::<_, anyhow::Error>(((), format!("valid for {days} more days")))
-    });
-    report.step("collector reachable", || {
-        let text = std::fs::read_to_string(config_dir.join("agent.toml"))?;
-        let v: toml::Value = toml::from_str(&text)?;
-        let addr = v
-            .get("uplink")
-            .and_then(|u| u.get("collector"))
-            .and_then(|c| c.as_str())
-            .ok_or_else(|| anyhow!("no [uplink] collector in agent.toml"))?
-            .to_owned();
-        let sock = std::net::ToSocketAddrs::to_socket_addrs(&addr.as_str())?
-            .next()
-            .ok_or_else(|| anyhow!("{addr} does not resolve"))?;
-        std::net::TcpStream::connect_timeout(&sock, Duration::from_secs(5))?;
-        Ok::<_, anyhow::Error>(((), format!("{addr} accepts connections")))
-    });
-    if report.all_ok() {
+    }
+    let mut report = Report::new(json);
+    let mut record = None;
+    let outcome = decommission::run(plan, json, &mut report).map(|u| record = u);
+    // Under --force a failed step before the wipe (the agent not answering) is what the record
+    // reports: the wipe itself succeeded.
+    let ok = outcome.is_ok() && (report.all_ok() || plan.force);
+    if json {
+        let doc = json!({ "ok": ok, "error": outcome.as_ref().err().map(|e| format!("{e:#}")),
+            "steps": report.steps(), "unshipped": record });
+        say(&format!("{doc:#}"));
+    } else {
+        match &outcome {
+            Ok(()) if record.is_some() => {
+                say("decommission: done, FORCED: records were not shipped (see the record above)")
+            }
+            Ok(()) => say("decommission: done"),
+            Err(e) => say(&format!("decommission: FAILED: {e:#}")),
+        }
+    }
+    if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     }
-}
-
-/// `decommission`.
-pub fn decommission(
-    config: &SecureElementConfig,
-    config_dir: &Path,
-    state_dir: &Path,
-    socket: &Path,
-    yes: bool,
-) -> ExitCode {
-    if !yes {
-        let answer = read_line(
-            "This removes the terminal's identity, keys, journal and configuration. Type 'decommission' to go on: ",
-            false,
-        );
-        if answer.map(|a| a.trim() != "decommission").unwrap_or(true) {
-            say("nothing changed");
-            return ExitCode::FAILURE;
-        }
-    }
-    let mut report = Report::new(false);
-    let outcome = (|| -> anyhow::Result<()> {
-        report
-            .step("decommissioning recorded in the signed journal", || {
-                let v = agent_api::call(
-                    socket,
-                    "audit.record",
-                    json!({"action": "decommission", "reference": "posguard-provision decommission"}),
-                )?;
-                Ok::<_, anyhow::Error>(((), format!("seq {}", at(&v, "/seq"))))
-            })
-            .ok_or_else(|| anyhow!("the agent does not answer; nothing was removed"))?;
-        report
-            .step_slow("remaining journal shipped to the collector", || {
-                let deadline = std::time::Instant::now() + Duration::from_secs(120);
-                loop {
-                    let s = agent_api::call(socket, "status", json!({}))?;
-                    let head = at(&s, "/journal/head_seq").as_u64().unwrap_or(0);
-                    let acked = at(&s, "/uplink/acked_seq").as_u64().unwrap_or(0);
-                    if acked >= head {
-                        return Ok::<_, anyhow::Error>((
-                            at(&s, "/pid").as_u64(),
-                            format!("acknowledged up to seq {acked}"),
-                        ));
-                    }
-                    if std::time::Instant::now() > deadline {
-                        bail!("the collector acknowledged {acked} of {head}; nothing was removed");
-                    }
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-            })
-            .ok_or_else(|| anyhow!("the journal is not shipped; nothing was removed"))
-            .and_then(|pid| {
-                report
-                    .step_slow("agent stopped", || {
-                        if Path::new("/run/systemd/system").exists() {
-                            std::process::Command::new("systemctl")
-                                .args(["disable", "--now", "posguard-agent"])
-                                .status()?;
-                        } else if let Some(pid) = pid {
-                            std::process::Command::new("kill")
-                                .args(["-TERM", &pid.to_string()])
-                                .status()?;
-                        }
-                        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-                        while std::os::unix::net::UnixStream::connect(socket).is_ok() {
-                            if std::time::Instant::now() > deadline {
-                                bail!("the agent is still running");
-                            }
-                            std::thread::sleep(Duration::from_millis(100));
-                        }
-                        Ok::<_, anyhow::Error>(((), "stopped".to_owned()))
-                    })
-                    .ok_or_else(|| anyhow!("the agent did not stop; nothing was removed"))
-            })?;
-        report
-            .step("TPM identity key and counter removed", || {
-                let se = posguard_hal::open(config)?;
-                se.destroy()?;
-                Ok::<_, anyhow::Error>(((), "evicted".to_owned()))
-            })
-            .ok_or_else(|| anyhow!("TPM keys not removed"))?;
-        report
-            .step(
-                "sealed data key, journal, clerks and cache destroyed",
-                || {
-                    if state_dir.exists() {
-                        std::fs::remove_dir_all(state_dir)?;
-                    }
-                    Ok::<_, anyhow::Error>(((), format!("{} removed", state_dir.display())))
-                },
-            )
-            .ok_or_else(|| anyhow!("state not removed"))?;
-        report
-            .step("configuration removed", || {
-                for f in ["agent.toml", "device.pem", "fleet-ca.pem"] {
-                    let p = config_dir.join(f);
-                    if p.exists() {
-                        std::fs::remove_file(&p)?;
-                    }
-                }
-                Ok::<_, anyhow::Error>(((), config_dir.display().to_string()))
-            })
-            .ok_or_else(|| anyhow!("configuration not removed"))?;
-        Ok(())
-    })();
-    finish(&report, false, "decommission", outcome)
 }
 
 /// `renew`: a new certificate now, over mTLS with the current one (the agent also renews by

@@ -93,16 +93,27 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// The first admin (SuperAdmin, TOTP shown as a QR code and confirmed) and the self-test,
-    /// through the running agent. Needs root, and no clerk enrolled yet.
+    /// The first admin (SuperAdmin, TOTP shown as a QR code and confirmed with a code) and the
+    /// end-to-end self-test, through the running agent. Needs root, and no confirmed clerk yet;
+    /// an unconfirmed admin of an earlier attempt is replaced.
     Admin {
         /// The admin's clerk id.
-        #[arg(long)]
-        admin: String,
+        #[arg(long, required_unless_present = "selftest_only")]
+        admin: Option<String>,
+        /// Read the password from the first line of this file (mode 0600) instead of asking
+        /// twice at the terminal (for scripts; standard input also works without a terminal).
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+        /// Only the end-to-end self-test (the admin exists).
+        #[arg(long, conflicts_with_all = ["admin", "password_file"])]
+        selftest_only: bool,
+        /// How long the collector may take to acknowledge the self-test's record.
+        #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+        selftest_timeout: u64,
         /// The agent's socket.
         #[arg(long, default_value = "/run/posguard/agent.sock")]
         socket: PathBuf,
-        /// Print a machine-readable JSON report.
+        /// Print a machine-readable JSON report (the TOTP seed first, as one JSON line).
         #[arg(long)]
         json: bool,
     },
@@ -128,13 +139,17 @@ enum Command {
         #[command(flatten)]
         element: ElementArgs,
     },
-    /// Identity, certificate expiry, TPM and collector reachability.
+    /// Identity key, TPM lockout, certificate (valid, for this key), an mTLS request answered
+    /// by the collector, and the agent's own status. Exit 1 if any check fails.
     Status {
         /// Configuration directory.
         #[arg(long, default_value = "/etc/posguard")]
         config_dir: PathBuf,
         #[command(flatten)]
         element: ElementArgs,
+        /// Print a machine-readable JSON report.
+        #[arg(long)]
+        json: bool,
     },
     /// Renew this terminal's certificate now, over mTLS with the current one (the agent also
     /// renews by itself once two thirds of the lifetime have passed).
@@ -145,9 +160,24 @@ enum Command {
         #[command(flatten)]
         element: ElementArgs,
     },
-    /// Decommission: ship the remaining journal, then remove the TPM keys, the sealed data key,
-    /// the state and the configuration. Asks for confirmation unless --yes.
+    /// Decommission: ship the remaining journal (progress every 5 s, until --timeout), stop the
+    /// agent, then remove the TPM keys, the sealed data key, the state and the configuration.
+    /// Asks for confirmation unless --yes; with --force, wipes even if the journal could not be
+    /// shipped, after writing a record of what was not (confirmed by typing the device id).
     Decommission {
+        /// Wipe even when the collector is unreachable or refuses this terminal.
+        #[arg(long)]
+        force: bool,
+        /// How long shipping the journal may take, in seconds.
+        #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+        timeout: u64,
+        /// Where a forced decommission writes the record of unshipped records (default:
+        /// posguard-decommission-<device>-<time>.json beside the state directory).
+        #[arg(long, value_name = "FILE")]
+        record: Option<PathBuf>,
+        /// Print a machine-readable JSON report.
+        #[arg(long)]
+        json: bool,
         /// Configuration directory.
         #[arg(long, default_value = "/etc/posguard")]
         config_dir: PathBuf,
@@ -274,9 +304,20 @@ fn main() -> ExitCode {
         }
         Command::Admin {
             admin,
+            password_file,
+            selftest_only: _,
+            selftest_timeout,
             socket,
             json,
-        } => commands::admin(&socket, &admin, json),
+        } => commands::admin(
+            &posguard_provision::admin::AdminOptions {
+                socket,
+                admin,
+                password_file,
+                selftest_timeout: std::time::Duration::from_secs(selftest_timeout),
+            },
+            json,
+        ),
         Command::Csr {
             device_id,
             out,
@@ -290,18 +331,38 @@ fn main() -> ExitCode {
         Command::Status {
             config_dir,
             element,
-        } => commands::status(&element.config(), &config_dir),
+            json,
+        } => commands::status(&element.config(), &config_dir, json),
         Command::Renew {
             config_dir,
             element,
         } => commands::renew(&element.config(), &config_dir),
         Command::Decommission {
+            force,
+            timeout,
+            record,
+            json,
             config_dir,
             state_dir,
             socket,
             yes,
             element,
-        } => commands::decommission(&element.config(), &config_dir, &state_dir, &socket, yes),
+        } => {
+            let device_id = posguard_provision::status::Terminal::read(&config_dir)
+                .ok()
+                .map(|t| t.device_id);
+            let plan = posguard_provision::decommission::Plan {
+                element: element.config(),
+                config_dir,
+                state_dir,
+                socket,
+                force,
+                timeout: std::time::Duration::from_secs(timeout),
+                record,
+                device_id,
+            };
+            commands::decommission(&plan, yes, json)
+        }
         Command::Selftest {
             element,
             check_only,

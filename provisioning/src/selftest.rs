@@ -11,9 +11,12 @@ use crate::report::Report;
 /// What the self-test may change on the device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// Creates the identity key and the counter if they are missing (first provisioning).
+    /// Creates the identity key and the counter if they are missing (first provisioning), and
+    /// increments the counter.
     Provision,
-    /// Uses only what exists; fails if the identity key or counter is missing.
+    /// Changes nothing in the TPM: no key, no storage root key, no NV index is created and the
+    /// counter is only read (an increment would move the journal's anti-rollback counter);
+    /// fails if the identity key or counter is missing.
     CheckOnly,
 }
 
@@ -42,6 +45,17 @@ pub fn run(
         );
         Ok::<_, posguard_hal::HalError>((se, detail))
     })?;
+
+    report.step("TPM not in dictionary-attack lockout", || {
+        if se.in_lockout()? {
+            bail!(
+                "the TPM is in dictionary-attack lockout: keys with a password cannot be used; \
+                 wait for the lockout recovery time or clear it with the lockout authorisation \
+                 (tpm2_dictionarylockout --clear-lockout), then run the self-test again"
+            );
+        }
+        Ok::<_, anyhow::Error>(((), "not locked out".to_owned()))
+    });
 
     let key_mode = match mode {
         Mode::Provision => KeyMode::OpenOrCreate,
@@ -81,6 +95,46 @@ pub fn run(
         });
     }
 
+    // Sealing needs the storage root key, which the TPM backend creates when it is missing:
+    // in check-only mode only on a terminal whose identity key (a child of it) exists.
+    if mode == Mode::CheckOnly && spki.is_none() {
+        report.step("seal and unseal a 32-byte secret", || {
+            Err::<((), String), _>(anyhow!(
+                "not tested: no identity key, and check-only creates nothing (run `init` first)"
+            ))
+        });
+    } else {
+        seal_steps(se.as_ref(), report);
+    }
+
+    report.step("monotonic counter", || match mode {
+        Mode::Provision => {
+            let before = se.counter_create()?;
+            let after = se.counter_increment().context("increment")?;
+            if after <= before {
+                bail!("counter went from {before} to {after}");
+            }
+            Ok::<_, anyhow::Error>(((), format!("{before} -> {after}")))
+        }
+        Mode::CheckOnly => {
+            let value = se.counter_read()?;
+            Ok(((), format!("value {value} (read only: check-only)")))
+        }
+    });
+
+    report.step("random bytes from the secure element", || {
+        let a = se.random(64)?;
+        let b = se.random(64)?;
+        if a[..] == b[..] {
+            bail!("two draws were equal");
+        }
+        Ok::<_, anyhow::Error>(((), "64 bytes, two draws differ".to_owned()))
+    });
+
+    Some(se)
+}
+
+fn seal_steps(se: &dyn SecureElement, report: &mut Report) {
     report.step("seal and unseal a 32-byte secret", || {
         let secret = se.random(32)?;
         let blob = se.seal(&secret)?;
@@ -106,27 +160,4 @@ pub fn run(
             Err(e) => Ok(((), format!("refused: {e}"))),
         }
     });
-
-    report.step("monotonic counter", || {
-        let before = match mode {
-            Mode::Provision => se.counter_create()?,
-            Mode::CheckOnly => se.counter_read()?,
-        };
-        let after = se.counter_increment().context("increment")?;
-        if after <= before {
-            bail!("counter went from {before} to {after}");
-        }
-        Ok::<_, anyhow::Error>(((), format!("{before} -> {after}")))
-    });
-
-    report.step("random bytes from the secure element", || {
-        let a = se.random(64)?;
-        let b = se.random(64)?;
-        if a[..] == b[..] {
-            bail!("two draws were equal");
-        }
-        Ok::<_, anyhow::Error>(((), "64 bytes, two draws differ".to_owned()))
-    });
-
-    Some(se)
 }

@@ -28,7 +28,7 @@ ensure_packages() {
 
 # The packages every build and test needs.
 BUILD_PACKAGES=(pkg-config libtss2-dev gcc libc6-dev)
-TEST_PACKAGES=(swtpm swtpm-tools tpm2-tools openssl libtss2-tcti-swtpm0 oathtool faketime e2fsprogs)
+TEST_PACKAGES=(swtpm swtpm-tools tpm2-tools openssl libtss2-tcti-swtpm0 oathtool faketime e2fsprogs tpm2-abrmd libtss2-tcti-tabrmd0 dbus)
 
 ensure_rust() {
   if ! command -v cargo >/dev/null 2>&1; then

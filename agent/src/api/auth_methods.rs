@@ -19,6 +19,7 @@ pub(super) const METHODS: &[&str] = &[
     "logout",
     "elevate",
     "clerk.enroll",
+    "clerk.discard_unconfirmed",
     "clerk.remove",
     "clerk.disable",
     "clerk.enable",
@@ -83,6 +84,12 @@ struct Enroll {
 #[serde(deny_unknown_fields)]
 struct ClerkTarget {
     token: String,
+    clerk: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClerkOnly {
     clerk: String,
 }
 
@@ -154,6 +161,10 @@ pub(super) async fn dispatch(
                 totp: p.totp,
             };
             clerks.enroll(p.token.as_deref(), request, cred).await
+        }
+        "clerk.discard_unconfirmed" => {
+            let p: ClerkOnly = params(raw)?;
+            clerks.discard_unconfirmed(&p.clerk, cred).await
         }
         "clerk.remove" => {
             let p: ClerkTarget = params(raw)?;

@@ -334,6 +334,7 @@ impl Writer {
     fn status(&self) -> JournalStatus {
         JournalStatus {
             head_seq: self.head.seq,
+            head_hash: self.head.hash.iter().map(|b| format!("{b:02x}")).collect(),
             shipped_seq: self.shipped,
             records: self.count,
             record_bytes: self.bytes,
