@@ -9,6 +9,7 @@
 //! - [`https`]: the enrollment client (TLS 1.3, fleet CA only, no client certificate yet).
 //! - [`agent_api`]: the few local-API calls provisioning makes (first admin, status).
 //! - [`files`]: atomic writes with mode and group.
+//! - [`offline`]: the offline path (CSR to a file, install the chain operations signed).
 //! - [`qr`]: the TOTP URI as a QR code in the terminal.
 //! - [`report`]: step-by-step progress lines and the machine-readable summary.
 #![forbid(unsafe_code)]
@@ -17,6 +18,7 @@ pub mod agent_api;
 pub mod files;
 pub mod https;
 pub mod init;
+pub mod offline;
 pub mod prompt;
 pub mod qr;
 pub mod report;
