@@ -136,7 +136,8 @@ fn now_of(ms: u64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
-fn sign(ca: &DeviceCa, device_id: &str, csr_pem: &str, now_ms: u64) -> Outcome {
+/// Checks `csr_pem` for `device_id` as enrollment does and signs it (also `ca sign-csr`).
+pub(crate) fn sign(ca: &DeviceCa, device_id: &str, csr_pem: &str, now_ms: u64) -> Outcome {
     let key = csr::check(csr_pem, device_id)?;
     ca.issue(device_id, &key, now_of(now_ms)).map_err(|e| {
         tracing::error!(device = device_id, error = %e, "signing a device certificate failed");
@@ -189,6 +190,8 @@ fn decide_enroll(
     if !tx.mark_token_used(&hash, req.now_ms)? {
         return Ok(Err(Refusal::TokenUsed.into()));
     }
+    // A decommissioned or re-keyed device starts a new chain generation (lifecycle.rs).
+    crate::lifecycle::on_issued(tx, &row.device_id, &issued, req.now_ms)?;
     Ok(Ok(issued))
 }
 
@@ -214,7 +217,8 @@ pub fn renew(
     Ok(outcome)
 }
 
-fn record(
+/// Appends the outcome to the enrollment history (a refusal also raises an alert).
+pub(crate) fn record(
     tx: &mut dyn StoreTx,
     kind: EnrollKind,
     device_id: Option<String>,
