@@ -115,9 +115,13 @@ fn report_simple(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-/// `install-cert`: checks that the certificate is for this TPM's key before installing it.
-pub fn install_cert(config: &SecureElementConfig, chain: &Path, config_dir: &Path) -> ExitCode {
-    report_simple(offline::install_cert(config, chain, config_dir).map(|l| say(&l)))
+/// `install-cert`: checks the chain, installs it and writes the configuration if none yet.
+pub fn install_cert(plan: &offline::InstallPlan) -> ExitCode {
+    report_simple(offline::install_cert(plan).map(|lines| {
+        for l in lines {
+            say(&l);
+        }
+    }))
 }
 
 /// `status`.

@@ -52,11 +52,12 @@ impl InitPlan {
 
     /// In the state directory, not in `/etc/posguard`: the agent renews it by itself, and its
     /// configuration directory is read-only to it (docs/operations.md).
-    fn cert_path(&self) -> PathBuf {
+    pub fn cert_path(&self) -> PathBuf {
         self.state_dir.join("device.pem")
     }
 
-    fn ca_path(&self) -> PathBuf {
+    /// Where the fleet CA certificate goes.
+    pub fn ca_path(&self) -> PathBuf {
         self.config_dir.join("fleet-ca.pem")
     }
 
