@@ -114,3 +114,6 @@ pub fn on_issued(
     tracing::info!(device = id, archived = %archived, generation = next.generation, "re-provisioned: the stored chain is archived, a new one starts");
     Ok(NewGeneration::Archived(archived))
 }
+
+#[cfg(test)]
+mod tests;
