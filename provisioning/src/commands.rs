@@ -117,11 +117,26 @@ fn report_simple(result: anyhow::Result<()>) -> ExitCode {
 
 /// `install-cert`: checks the chain, installs it and writes the configuration if none yet.
 pub fn install_cert(plan: &offline::InstallPlan) -> ExitCode {
-    report_simple(offline::install_cert(plan).map(|lines| {
-        for l in lines {
-            say(&l);
+    match offline::install_cert(plan) {
+        Ok(lines) => {
+            for l in lines {
+                say(&l);
+            }
+            ExitCode::SUCCESS
         }
-    }))
+        Err(e) => {
+            eprintln!("posguard-provision: {e:#}");
+            // A missing argument is bad usage (sysexits EX_USAGE), like clap's own errors.
+            if matches!(
+                e.downcast_ref::<offline::Refused>(),
+                Some(offline::Refused::NoCollector { .. })
+            ) {
+                ExitCode::from(64)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
 }
 
 /// `status`.

@@ -208,6 +208,24 @@ fn offline_csr_signed_by_the_collector_installs_and_the_agent_ships() {
         assert!(!t.state.join("device.pem").exists(), "{}", file.display());
     }
 
+    // The right chain without --collector on an unconfigured terminal: bad usage (64).
+    let out = command("posguard-provision")
+        .args(["install-cert", "--chain"])
+        .arg(&chain)
+        .arg("--fleet-ca")
+        .arg(c.fleet_ca())
+        .args(["--device-id", ID, "--config-dir"])
+        .arg(&t.etc)
+        .arg("--state-dir")
+        .arg(&t.state)
+        .args(["--tcti", &tpm.tcti()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{text}");
+    assert!(text.contains("give --collector HOST:PORT"), "{text}");
+    assert!(!t.etc.join("agent.toml").exists() && !t.state.join("device.pem").exists());
+
     // The right chain: installed, configuration written as init writes it.
     let (ok, out) = install(&t, &tpm, &c, &chain, ID);
     assert!(ok, "{out}");
@@ -246,4 +264,37 @@ fn offline_csr_signed_by_the_collector_installs_and_the_agent_ships() {
         "{devices:?}"
     );
     agent.stop();
+
+    // On the provisioned terminal install-cert only replaces the certificate (an offline
+    // renewal), and refuses a chain for another device id than the one configured.
+    let (ok, out) = install(&t, &tpm, &c, &chain, ID);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!(
+            "installed {}",
+            t.state.join("device.pem").display()
+        )),
+        "{out}"
+    );
+    let after = std::fs::read_to_string(t.etc.join("agent.toml")).unwrap();
+    assert_eq!(after, format!("{config}heartbeat_secs = 1\n"));
+    let other_id = work.path().join("till-8.pem");
+    device_chain(
+        &issuer,
+        &c.fleet_ca(),
+        &tpm.tcti(),
+        "till-8",
+        (now - day, now + day),
+        &other_id,
+    );
+    let (ok, out) = install(&t, &tpm, &c, &other_id, "till-8");
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("is for device \"till-7\", not \"till-8\": decommission"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(t.etc.join("agent.toml")).unwrap(),
+        after
+    );
 }
