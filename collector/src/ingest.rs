@@ -252,6 +252,11 @@ pub fn ingest(
     run.touch_device(&mut device, batch);
     run.check_head(batch)?;
     if run.collector_behind(&device, prepared) {
+        // Nothing of the batch was verified: an identity key is recorded only for a device
+        // that has none yet, never replaced.
+        if device.dik.is_none() {
+            device.dik = Some(peer.dik.point().to_vec());
+        }
         run.expiry_alert(&mut device)?;
         run.tx.put_device(&device)?;
         let head = device.highest_stored;
@@ -302,6 +307,9 @@ pub fn ingest(
             run.tx.delete_cert(&run.id, &raw)?;
         }
     } else {
+        // What this batch stored verified under this key: `restore` re-verifies the stored
+        // journal-key certificates with it.
+        device.dik = Some(peer.dik.point().to_vec());
         run.expiry_alert(&mut device)?;
         run.tx.put_device(&device)?;
     }
@@ -321,8 +329,6 @@ impl Run<'_> {
         d.last_seen_ms = self.now_ms;
         d.silent_alerted = false;
         d.cert_not_after_unix = self.peer.cert_not_after_unix;
-        // Kept so that `restore` can re-verify the stored journal-key certificates offline.
-        d.dik = Some(self.peer.dik.point().to_vec());
         if let Some(s) = &batch.status {
             d.agent_version = Some(s.agent_version.clone());
             d.journal_head = s.journal_head;

@@ -183,6 +183,39 @@ async fn every_refusal_leaves_the_store_as_it_was_and_backups_restore() {
 
     assert_eq!(alerts(&srv.db), 6, "{:?}", alert_kinds(&srv.db));
 
+    // Another key claiming the collector lost records (as after a restore) is answered without
+    // verifying anything: it must not replace the stored identity key either.
+    let dik = |db: &std::path::Path| -> Vec<u8> {
+        rusqlite::Connection::open(db)
+            .unwrap()
+            .query_row(
+                "SELECT dik FROM devices WHERE device_id = 'till-1'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    let stored_dik = dik(&srv.db);
+    let later: Vec<Record> = (0..8).map(|_| other.logout()).collect();
+    let mut claim =
+        UplinkBatch::from_bytes(&batch(vec![other.journal_cert(1)], &later[6..])).unwrap();
+    claim.status = Some(posguard_proto::uplink::DeviceStatus {
+        agent_version: "test".to_owned(),
+        cert_not_after_unix: 4_000_000_000,
+        journal_head: 10,
+        journal_shipped: 9,
+        wall_ms: 1_763_900_000_000,
+    });
+    let (status, _, _) = post(
+        srv.addr,
+        client_config(&pki, Some(&other)),
+        claim.to_bytes().unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(dik(&srv.db), stored_dik, "the identity key was replaced");
+
     // The device itself ships on from where it was.
     let (status, _, bytes) = post(
         srv.addr,
