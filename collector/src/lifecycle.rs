@@ -9,10 +9,14 @@
 //!   cannot continue: it is archived under `<id>@gen<N>` ([`archived_id`]), where `restore`
 //!   still verifies it, and the id starts generation N+1, accepted from seq 1 under the new key.
 //!   The same key and an active id keep the chain (a re-run of provisioning on the same TPM).
+//!   A new key on an id that was not decommissioned also raises a `device_replaced` alert.
 //!
 //! Archiving renames rows rather than adding a generation column: every query, the ingest
 //! path and the store's indexes stay keyed by the device id alone.
 
+use posguard_proto::event::Severity;
+
+use crate::alerts::{AlertKind, NewAlert};
 use crate::pki::issue::Issued;
 use crate::store::lifecycle::archived_id;
 use crate::store::{LifeState, LifecycleRow, StoreError, StoreTx};
@@ -111,6 +115,20 @@ pub fn on_issued(
         changed_ms: now_ms,
     })?;
     tx.put_lifecycle(&next)?;
+    if !decommissioned {
+        // Nobody said this terminal left service: a swapped mainboard, or someone holding a
+        // token for the id. Operations should know either way.
+        tx.put_alert(&NewAlert {
+            device_id: Some(id.to_owned()),
+            kind: AlertKind::DeviceReplaced,
+            severity: Severity::Warning,
+            detail: format!(
+                "certificate issued for another identity key while the device was not decommissioned: its chain is archived as {archived}, generation {} starts",
+                next.generation
+            ),
+            at_ms: now_ms,
+        })?;
+    }
     tracing::info!(device = id, archived = %archived, generation = next.generation, "re-provisioned: the stored chain is archived, a new one starts");
     Ok(NewGeneration::Archived(archived))
 }

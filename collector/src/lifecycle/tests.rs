@@ -93,6 +93,37 @@ fn another_key_over_a_stored_chain_archives_it_as_replaced() {
 }
 
 #[test]
+fn only_a_replacement_without_decommission_raises_an_alert() {
+    for decommissioned in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("c.db")).unwrap();
+        store
+            .transaction(&mut |tx| {
+                let mut row = DeviceRow::new("till-1", 1);
+                row.dik = Some(key().public_key_raw().to_vec());
+                tx.put_device(&row)?;
+                if decommissioned {
+                    decommission(tx, "till-1", "gone", 2)?;
+                }
+                on_issued(tx, "till-1", &issued_for(&key()), 3)?;
+                Ok(())
+            })
+            .unwrap();
+        let kinds: Vec<(Option<String>, String)> = store
+            .alerts(None, None)
+            .unwrap()
+            .into_iter()
+            .map(|a| (a.device_id, a.kind))
+            .collect();
+        if decommissioned {
+            assert!(kinds.is_empty(), "{kinds:?}");
+        } else {
+            assert_eq!(kinds, [(Some("till-1".into()), "device_replaced".into())]);
+        }
+    }
+}
+
+#[test]
 fn a_decommissioned_id_starts_a_new_generation_with_any_key() {
     for same_key in [true, false] {
         let old = key();
