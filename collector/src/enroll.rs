@@ -36,6 +36,8 @@ pub enum Refusal {
     UnsupportedKey,
     /// The CSR names another device, or anything besides the device.
     WrongDeviceId,
+    /// Renewal for a device operations decommissioned (crate::lifecycle).
+    Decommissioned,
     /// Signing failed at the collector.
     Internal,
 }
@@ -52,6 +54,7 @@ impl Refusal {
             Self::BadCsrSignature => "bad_csr_signature",
             Self::UnsupportedKey => "unsupported_key",
             Self::WrongDeviceId => "wrong_device_id",
+            Self::Decommissioned => "device_decommissioned",
             Self::Internal => "internal",
         }
     }
@@ -60,7 +63,7 @@ impl Refusal {
     pub fn status(self) -> u16 {
         match self {
             Self::BadRequest => 400,
-            Self::InvalidToken | Self::TokenUsed | Self::TokenExpired => 403,
+            Self::InvalidToken | Self::TokenUsed | Self::TokenExpired | Self::Decommissioned => 403,
             Self::BadCsr | Self::BadCsrSignature | Self::UnsupportedKey | Self::WrongDeviceId => {
                 422
             }
@@ -203,7 +206,15 @@ pub fn renew(
     device_id: &str,
     req: Request<'_>,
 ) -> Result<Outcome, StoreError> {
+    let decommissioned = crate::lifecycle::current(tx, device_id, req.now_ms)?.state
+        == crate::store::LifeState::Decommissioned;
     let outcome = match serde_json::from_slice::<RenewBody>(req.body) {
+        // A decommissioned terminal whose certificate is still valid (one not recorded here,
+        // so not revoked by the decommission) must not keep itself alive by renewing.
+        Ok(_) if decommissioned => Err(Refused::new(
+            Refusal::Decommissioned,
+            "the device was decommissioned at the collector; provision it again with a new enrollment token".into(),
+        )),
         Ok(body) => sign(ca, device_id, &body.csr_pem, req.now_ms),
         Err(_) => Err(Refusal::BadRequest.into()),
     };
