@@ -43,6 +43,9 @@ pub enum AlertKind {
     /// The terminal dropped unshipped records to stay within its journal bound (a
     /// `journal_overflow` record declares the range).
     JournalOverflow,
+    /// A certificate was issued for a device id with another identity key while the id was
+    /// not decommissioned: its chain was archived and a new one started (crate::lifecycle).
+    DeviceReplaced,
 }
 
 impl AlertKind {
@@ -64,11 +67,12 @@ impl AlertKind {
             Self::RevokedCertificate => "revoked_certificate",
             Self::Tamper => "tamper",
             Self::JournalOverflow => "journal_overflow",
+            Self::DeviceReplaced => "device_replaced",
         }
     }
 
     /// Every kind, for metrics.
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 16] = [
         Self::ChainGap,
         Self::ChainBroken,
         Self::Fork,
@@ -84,6 +88,7 @@ impl AlertKind {
         Self::RevokedCertificate,
         Self::Tamper,
         Self::JournalOverflow,
+        Self::DeviceReplaced,
     ];
 }
 

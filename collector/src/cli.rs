@@ -2,6 +2,7 @@
 //! exits 64 with a message naming the key or argument.
 
 mod backup;
+mod lifecycle;
 mod output;
 mod pki;
 mod serve;
@@ -80,6 +81,9 @@ pub enum Command {
     /// The fleet CA: create it, revoke device certificates.
     #[command(subcommand)]
     Ca(CaCommand),
+    /// A device's lifecycle: decommission it (docs/collector.md, "Device lifecycle").
+    #[command(subcommand)]
+    Device(DeviceCommand),
     /// One-time enrollment tokens for terminals.
     #[command(subcommand)]
     EnrollToken(TokenCommand),
@@ -141,6 +145,19 @@ pub enum CaCommand {
         #[arg(long, default_value_t = 825)]
         days: u32,
     },
+    /// Sign a terminal's offline CSR (`posguard-provision csr`) with the checks of enrollment,
+    /// recorded in the enrollment history; write the chain (leaf, fleet CA) to a new file.
+    SignCsr {
+        /// The CSR file (PEM).
+        #[arg(long)]
+        csr: PathBuf,
+        /// The device the CSR must name.
+        #[arg(long)]
+        device: String,
+        /// Where to write the chain (never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Revoke a certificate (or every certificate issued to a device) by reissuing the CRL
     /// named by `crl`; the server picks it up within seconds. The collector's own certificate
     /// too (`--serial`): agents refuse it once they have the new CRL.
@@ -151,6 +168,21 @@ pub enum CaCommand {
         /// Every certificate issued to this device by enrollment or renewal.
         #[arg(long)]
         device: Option<String>,
+    },
+}
+
+/// `device` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DeviceCommand {
+    /// Revoke every certificate issued to the device and mark it decommissioned; its chain
+    /// stays verifiable, and a later enrollment of the id starts a new chain.
+    Decommission {
+        /// The device.
+        #[arg(long)]
+        device: String,
+        /// Why it leaves service (one line, recorded).
+        #[arg(long)]
+        reason: String,
     },
 }
 
@@ -340,6 +372,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }) => pki::ca_server_cert(&config, &out_dir, &server_names, days),
         Command::Ca(CaCommand::Revoke { serial, device }) => {
             pki::ca_revoke(&config, serial.as_deref(), device.as_deref())
+        }
+        Command::Ca(CaCommand::SignCsr { csr, device, out }) => {
+            lifecycle::sign_csr(&config, &csr, &device, &out)
+        }
+        Command::Device(DeviceCommand::Decommission { device, reason }) => {
+            lifecycle::decommission(&config, &device, &reason)
         }
         Command::EnrollToken(TokenCommand::Create {
             device_id,

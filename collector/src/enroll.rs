@@ -38,6 +38,8 @@ pub enum Refusal {
     UnsupportedKey,
     /// The CSR names another device, or anything besides the device.
     WrongDeviceId,
+    /// Renewal for a device operations decommissioned (crate::lifecycle).
+    Decommissioned,
     /// Signing failed at the collector.
     Internal,
 }
@@ -54,6 +56,7 @@ impl Refusal {
             Self::BadCsrSignature => "bad_csr_signature",
             Self::UnsupportedKey => "unsupported_key",
             Self::WrongDeviceId => "wrong_device_id",
+            Self::Decommissioned => "device_decommissioned",
             Self::Internal => "internal",
         }
     }
@@ -62,7 +65,7 @@ impl Refusal {
     pub fn status(self) -> u16 {
         match self {
             Self::BadRequest => 400,
-            Self::InvalidToken | Self::TokenUsed | Self::TokenExpired => 403,
+            Self::InvalidToken | Self::TokenUsed | Self::TokenExpired | Self::Decommissioned => 403,
             Self::BadCsr | Self::BadCsrSignature | Self::UnsupportedKey | Self::WrongDeviceId => {
                 422
             }
@@ -142,7 +145,8 @@ fn now_of(ms: u64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
-fn sign(ca: &DeviceCa, device_id: &str, csr_pem: &str, now_ms: u64) -> Outcome {
+/// Checks `csr_pem` for `device_id` as enrollment does and signs it (also `ca sign-csr`).
+pub(crate) fn sign(ca: &DeviceCa, device_id: &str, csr_pem: &str, now_ms: u64) -> Outcome {
     let key = csr::check(csr_pem, device_id)?;
     issue(ca, device_id, &key, now_ms)
 }
@@ -220,6 +224,8 @@ fn decide_enroll(
         return Ok(Err(Refusal::TokenUsed.into()));
     }
     tx.put_token_key(&hash, &retry::key_hash(&key), req.now_ms)?;
+    // A decommissioned or re-keyed device starts a new chain generation (lifecycle.rs).
+    crate::lifecycle::on_issued(tx, &row.device_id, &issued, req.now_ms)?;
     Ok(Ok(issued))
 }
 
@@ -231,7 +237,15 @@ pub fn renew(
     device_id: &str,
     req: Request<'_>,
 ) -> Result<Outcome, StoreError> {
+    let decommissioned = crate::lifecycle::current(tx, device_id, req.now_ms)?.state
+        == crate::store::LifeState::Decommissioned;
     let outcome = match serde_json::from_slice::<RenewBody>(req.body) {
+        // A decommissioned terminal whose certificate is still valid (one not recorded here,
+        // so not revoked by the decommission) must not keep itself alive by renewing.
+        Ok(_) if decommissioned => Err(Refused::new(
+            Refusal::Decommissioned,
+            "the device was decommissioned at the collector; provision it again with a new enrollment token".into(),
+        )),
         Ok(body) => sign(ca, device_id, &body.csr_pem, req.now_ms),
         Err(_) => Err(Refusal::BadRequest.into()),
     };
@@ -246,7 +260,8 @@ pub fn renew(
     Ok(outcome)
 }
 
-fn record(
+/// Appends the outcome to the enrollment history (a refusal also raises an alert).
+pub(crate) fn record(
     tx: &mut dyn StoreTx,
     kind: EnrollKind,
     device_id: Option<String>,

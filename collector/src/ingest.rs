@@ -99,6 +99,9 @@ struct Run<'t> {
     regressed: bool,
     /// A fork alert was raised for this batch (one per batch, not one per forked record).
     fork_alerted: bool,
+    /// Journal-key certificates this batch stored for the first time: removed again if the
+    /// whole batch is refused, so that a refusal changes nothing stored but its alert.
+    new_certs: Vec<Vec<u8>>,
 }
 
 /// A batch with the work that needs no store done: records decoded, hashed, their bodies
@@ -244,10 +247,17 @@ pub fn ingest(
         stored_before: device.highest_stored,
         regressed: false,
         fork_alerted: false,
+        new_certs: Vec::new(),
     };
-    run.touch_device(&mut device, batch)?;
+    run.touch_device(&mut device, batch);
     run.check_head(batch)?;
     if run.collector_behind(&device, prepared) {
+        // Nothing of the batch was verified: an identity key is recorded only for a device
+        // that has none yet, never replaced.
+        if device.dik.is_none() {
+            device.dik = Some(peer.dik.point().to_vec());
+        }
+        run.expiry_alert(&mut device)?;
         run.tx.put_device(&device)?;
         let head = device.highest_stored;
         run.report.ack = UplinkAck {
@@ -288,7 +298,21 @@ pub fn ingest(
             )?;
         }
     }
-    run.tx.put_device(&device)?;
+    if run.report.rejected.is_some() && run.report.stored == 0 {
+        // Refused as a whole: nothing of it is kept but the alert. Above all not the identity
+        // key of the client certificate, which `restore` re-verifies the stored chain with
+        // (a terminal re-provisioned with a new key must not replace it: docs/collector.md,
+        // "Device lifecycle").
+        for raw in std::mem::take(&mut run.new_certs) {
+            run.tx.delete_cert(&run.id, &raw)?;
+        }
+    } else {
+        // What this batch stored verified under this key: `restore` re-verifies the stored
+        // journal-key certificates with it.
+        device.dik = Some(peer.dik.point().to_vec());
+        run.expiry_alert(&mut device)?;
+        run.tx.put_device(&device)?;
+    }
     let head = device.highest_stored;
     run.report.ack = UplinkAck {
         highest_stored: head,
@@ -301,18 +325,20 @@ pub fn ingest(
 pub(crate) type Verified = Result<ChainState, (Option<ChainState>, Fail)>;
 
 impl Run<'_> {
-    fn touch_device(&mut self, d: &mut DeviceRow, batch: &UplinkBatch) -> Result<(), StoreError> {
+    fn touch_device(&mut self, d: &mut DeviceRow, batch: &UplinkBatch) {
         d.last_seen_ms = self.now_ms;
         d.silent_alerted = false;
         d.cert_not_after_unix = self.peer.cert_not_after_unix;
-        // Kept so that `restore` can re-verify the stored journal-key certificates offline.
-        d.dik = Some(self.peer.dik.point().to_vec());
         if let Some(s) = &batch.status {
             d.agent_version = Some(s.agent_version.clone());
             d.journal_head = s.journal_head;
             d.journal_shipped = s.journal_shipped;
             d.device_wall_ms = s.wall_ms;
         }
+    }
+
+    /// The certificate-expiry alert, once per notAfter; only for a batch that is kept.
+    fn expiry_alert(&mut self, d: &mut DeviceRow) -> Result<(), StoreError> {
         let not_after = self.peer.cert_not_after_unix;
         if expires_soon(not_after, self.now_ms, self.rules.cert_expiry_days)
             && d.expiry_alerted_for != not_after
@@ -393,8 +419,12 @@ impl Run<'_> {
         checkpoints.sort_by_key(|(c, _, _)| c.fields().seq);
         for c in &certs {
             let c = c.cert();
-            self.tx
-                .put_cert(&self.id, c.fields().first_seq, c.as_bytes(), self.now_ms)?;
+            if self
+                .tx
+                .put_cert(&self.id, c.fields().first_seq, c.as_bytes(), self.now_ms)?
+            {
+                self.new_certs.push(c.as_bytes().to_vec());
+            }
         }
         let from = state.head.seq.saturating_add(1);
         let mut all_certs = Vec::new();

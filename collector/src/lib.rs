@@ -12,7 +12,8 @@
 //! - [`server`]: the HTTPS listener (`POST /v1/journal`, `/v1/enroll`, `/v1/renew`), limits,
 //!   rate limits, maintenance mode, graceful shutdown ([`server::run`]).
 //! - [`enroll`]: enrollment (one-time token + CSR) and renewal decisions, one store
-//!   transaction each; [`pki`]: the fleet CA (`ca init`, CSR checks, issuing, the CRL).
+//!   transaction each; [`pki`]: the fleet CA (`ca init`, CSR checks, issuing, the CRL);
+//!   [`lifecycle`]: decommissioning and re-provisioning (a new chain generation per device id).
 //! - [`ingest`]: verification of a batch against the device's stored state and what to store,
 //!   as one store transaction; [`alerts`]: alert kinds and the rules on stored events.
 //! - [`store`]: the [`store::Store`] trait, its SQLite implementation and the thread that owns
@@ -41,6 +42,7 @@ pub mod clock;
 pub mod config;
 pub mod enroll;
 pub mod ingest;
+pub mod lifecycle;
 pub mod lock;
 pub use posguard_logging as logging;
 pub mod metrics;

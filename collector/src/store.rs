@@ -2,14 +2,17 @@
 //! server. [`Store`] is the whole store; [`StoreTx`] is what one ingest does inside a single
 //! transaction (committed before the agent gets its answer). [`sqlite::SqliteStore`] is the
 //! default; [`handle::StoreHandle`] is the one thread that owns it, fed by async callers.
-//! [`enrollment`] holds the rows of enrollment tokens and the enrollment history.
+//! [`enrollment`] holds the rows of enrollment tokens and the enrollment history; [`lifecycle`]
+//! the rows of a device's life (active, decommissioned, replaced generations).
 
 pub mod enrollment;
 pub mod handle;
+pub mod lifecycle;
 pub mod sqlite;
 
 pub use enrollment::{EnrollKind, EnrollmentRow, TokenRow};
 pub use handle::StoreHandle;
+pub use lifecycle::{LifeState, LifecycleRow};
 
 use posguard_proto::uplink::SignedCommand;
 use posguard_proto::verify::ChainState;
@@ -207,6 +210,9 @@ pub trait StoreTx {
         raw: &[u8],
         at_ms: u64,
     ) -> Result<bool, StoreError>;
+    /// Removes a certificate stored earlier in the same transaction (a batch refused as a
+    /// whole keeps nothing).
+    fn delete_cert(&mut self, device_id: &str, raw: &[u8]) -> Result<(), StoreError>;
     /// The stored checkpoint with the highest counter.
     fn last_checkpoint(&mut self, device_id: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// The stored checkpoints next to `nv_counter`: the one with the highest counter below it and
@@ -283,6 +289,12 @@ pub trait StoreTx {
     fn revoked_since(&mut self, device_id: &str, since_ms: u64) -> Result<bool, StoreError>;
     /// Serials (hex) of every certificate issued to the device by enrollment or renewal.
     fn issued_serials(&mut self, device_id: &str) -> Result<Vec<String>, StoreError>;
+    /// The device's lifecycle row (None: active, generation 1).
+    fn lifecycle(&mut self, device_id: &str) -> Result<Option<LifecycleRow>, StoreError>;
+    /// Inserts or replaces a lifecycle row.
+    fn put_lifecycle(&mut self, row: &LifecycleRow) -> Result<(), StoreError>;
+    /// Moves the device's chain, alerts and undelivered commands under `archived_id`.
+    fn archive_device(&mut self, device_id: &str, archived_id: &str) -> Result<(), StoreError>;
 }
 
 /// A closure run inside one transaction; `Err` rolls back.
@@ -316,6 +328,8 @@ pub trait Store: Send {
     fn next_command_id(&mut self, device_id: &str) -> Result<u64, StoreError>;
     /// Queues a signed command for delivery in the device's next ack.
     fn queue_command(&mut self, cmd: &SignedCommand, at_ms: u64) -> Result<(), StoreError>;
+    /// Every lifecycle row (devices without one are active, generation 1).
+    fn lifecycles(&mut self) -> Result<Vec<LifecycleRow>, StoreError>;
     /// Every enrollment token (hashes only), oldest first.
     fn enroll_tokens(&mut self) -> Result<Vec<TokenRow>, StoreError>;
     /// The enrollment history, oldest first, optionally since a time and for one device.

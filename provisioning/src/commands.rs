@@ -4,12 +4,12 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, anyhow, bail};
-use posguard_hal::{KeyMode, SecureElementConfig};
+use posguard_hal::SecureElementConfig;
 use posguard_provision::agent_api::at;
 use posguard_provision::init::{self, InitPlan};
 use posguard_provision::prompt::read_line;
 use posguard_provision::report::Report;
-use posguard_provision::{admin, decommission, files};
+use posguard_provision::{admin, decommission, files, offline};
 use serde_json::json;
 
 fn say(line: &str) {
@@ -113,23 +113,11 @@ pub fn admin(opts: &admin::AdminOptions, json: bool) -> ExitCode {
 
 /// `csr`.
 pub fn csr(config: &SecureElementConfig, device_id: &str, out: &Path) -> ExitCode {
-    let result = (|| -> anyhow::Result<()> {
-        let se = posguard_hal::open(config)?;
-        let key = se.ensure_identity_key(KeyMode::OpenOrCreate)?;
-        let pem = posguard_hal::csr::device_csr_pem(se, device_id)?;
-        files::write_file(out, pem.as_bytes(), 0o644, None)?;
-        say(&format!(
-            "identity key {:?} at {}; CSR written to {}",
-            key.origin,
-            key.location,
-            out.display()
-        ));
-        say(
-            "take it to operations; install the signed chain with `posguard-provision install-cert`",
-        );
-        Ok(())
-    })();
-    report_simple(result)
+    report_simple(offline::csr(config, device_id, out).map(|lines| {
+        for l in lines {
+            say(&l);
+        }
+    }))
 }
 
 fn report_simple(result: anyhow::Result<()>) -> ExitCode {
@@ -142,48 +130,28 @@ fn report_simple(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-/// Where the agent keeps its certificate: `[uplink] certificate` in `agent.toml`, else (not
-/// provisioned yet: the offline path) `/var/lib/posguard/device.pem`, where `init` puts it.
-fn certificate_path(config_dir: &Path) -> std::path::PathBuf {
-    std::fs::read_to_string(config_dir.join("agent.toml"))
-        .ok()
-        .and_then(|text| toml::from_str::<toml::Value>(&text).ok())
-        .and_then(|v| {
-            v.get("uplink")?
-                .get("certificate")?
-                .as_str()
-                .map(std::path::PathBuf::from)
-        })
-        .unwrap_or_else(|| std::path::PathBuf::from("/var/lib/posguard/device.pem"))
-}
-
-/// `install-cert`: checks that the certificate is for this TPM's key before installing it.
-pub fn install_cert(config: &SecureElementConfig, chain: &Path, config_dir: &Path) -> ExitCode {
-    let result = (|| -> anyhow::Result<()> {
-        let pem = std::fs::read_to_string(chain)
-            .with_context(|| format!("reading {}", chain.display()))?;
-        let (_, parsed) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
-            .map_err(|e| anyhow!("{}: {e}", chain.display()))?;
-        let cert = parsed
-            .parse_x509()
-            .map_err(|e| anyhow!("{}: {e}", chain.display()))?;
-        let se = posguard_hal::open(config)?;
-        let ours = se.identity_public_key()?;
-        if cert.public_key().raw != ours.as_slice() {
-            bail!(
-                "this certificate is not for this terminal's identity key; nothing was installed"
-            );
+/// `install-cert`: checks the chain, installs it and writes the configuration if none yet.
+pub fn install_cert(plan: &offline::InstallPlan) -> ExitCode {
+    match offline::install_cert(plan) {
+        Ok(lines) => {
+            for l in lines {
+                say(&l);
+            }
+            ExitCode::SUCCESS
         }
-        let path = certificate_path(config_dir);
-        files::write_file(&path, pem.as_bytes(), 0o644, None)?;
-        say(&format!(
-            "installed {} (valid until {})",
-            path.display(),
-            cert.validity().not_after
-        ));
-        Ok(())
-    })();
-    report_simple(result)
+        Err(e) => {
+            eprintln!("posguard-provision: {e:#}");
+            // A missing argument is bad usage (sysexits EX_USAGE), like clap's own errors.
+            if matches!(
+                e.downcast_ref::<offline::Refused>(),
+                Some(offline::Refused::NoCollector { .. })
+            ) {
+                ExitCode::from(64)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
 }
 
 /// `status`: see [`posguard_provision::status`].

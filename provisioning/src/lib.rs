@@ -17,6 +17,7 @@
 //! - [`decommission`]: shipping what is left, stopping the agent, wiping; `--force` with a
 //!   record of what was not shipped.
 //! - [`files`]: atomic writes with mode and group.
+//! - [`offline`]: the offline path (CSR to a file, install the chain operations signed).
 //! - [`qr`]: the TOTP URI as a QR code in the terminal.
 //! - [`report`]: step-by-step progress lines and the machine-readable summary.
 #![forbid(unsafe_code)]
@@ -29,6 +30,7 @@ pub mod files;
 pub mod https;
 pub mod init;
 pub mod inputs;
+pub mod offline;
 pub mod pending;
 pub mod preflight;
 pub mod prompt;

@@ -128,14 +128,37 @@ enum Command {
         #[command(flatten)]
         element: ElementArgs,
     },
-    /// Offline path, step 2: install the certificate chain signed by the fleet CA.
+    /// Offline path, step 2: check the chain operations signed (`posguard-collector ca
+    /// sign-csr`) against the fleet CA, this device id, the clock and this TPM's key, install it
+    /// and, on a terminal not configured yet, write the agent's configuration.
     InstallCert {
         /// The chain (PEM, leaf first).
         #[arg(long)]
         chain: PathBuf,
+        /// The fleet CA certificate (PEM) the chain must lead to.
+        #[arg(long)]
+        fleet_ca: PathBuf,
+        /// This terminal's device id (the certificate must name it).
+        #[arg(long)]
+        device_id: String,
+        /// The collector, host:port (needed when the terminal has no agent.toml yet).
+        #[arg(long)]
+        collector: Option<String>,
+        /// The name in the collector's certificate (default: the host of --collector).
+        #[arg(long)]
+        server_name: Option<String>,
+        /// The operations public key (hex) that signed commands are checked with.
+        #[arg(long)]
+        ops_public_key: Option<String>,
         /// Configuration directory.
         #[arg(long, default_value = "/etc/posguard")]
         config_dir: PathBuf,
+        /// State directory.
+        #[arg(long, default_value = "/var/lib/posguard")]
+        state_dir: PathBuf,
+        /// The agent's socket.
+        #[arg(long, default_value = "/run/posguard/agent.sock")]
+        socket: PathBuf,
         #[command(flatten)]
         element: ElementArgs,
     },
@@ -325,9 +348,27 @@ fn main() -> ExitCode {
         } => commands::csr(&element.config(), &device_id, &out),
         Command::InstallCert {
             chain,
+            fleet_ca,
+            device_id,
+            collector,
+            server_name,
+            ops_public_key,
             config_dir,
+            state_dir,
+            socket,
             element,
-        } => commands::install_cert(&element.config(), &chain, &config_dir),
+        } => commands::install_cert(&posguard_provision::offline::InstallPlan {
+            chain,
+            fleet_ca,
+            device_id,
+            collector,
+            server_name,
+            ops_public_key,
+            config_dir,
+            state_dir,
+            socket,
+            secure_element: element.config(),
+        }),
         Command::Status {
             config_dir,
             element,

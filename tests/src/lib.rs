@@ -4,9 +4,11 @@
 //!
 //! This library holds what those tests share: finding the binaries, running them, a fleet PKI;
 //! [`lifetime`] holds what the field-lifetime test adds (shifted clocks, killable agents, POS
-//! clients that remember what was acknowledged).
+//! clients that remember what was acknowledged); [`central`] a collector with its own fleet CA
+//! as operations run it, for the technician's paths.
 #![forbid(unsafe_code)]
 
+pub mod central;
 pub mod lifetime;
 
 use std::path::PathBuf;

@@ -123,7 +123,9 @@ fn device(
     highest: u64,
     dik: Option<&[u8]>,
 ) -> Checked<DeviceHead> {
-    let Ok(device_id) = DeviceId::new(id) else {
+    // An archived generation (`<id>@gen<N>`) is the chain of the device id it names: its
+    // genesis and certificates are that id's.
+    let Ok(device_id) = DeviceId::new(crate::store::lifecycle::base_id(id)) else {
         return Ok(Err(bad(id, None, "invalid device id")));
     };
     let saved: Option<ChainState> = match saved.map(serde_json::from_str).transpose() {

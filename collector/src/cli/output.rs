@@ -90,7 +90,13 @@ pub(super) fn alerts(
 
 /// `devices`.
 pub(super) fn devices(store: &mut dyn Store) -> anyhow::Result<()> {
+    let lifecycles: std::collections::HashMap<String, crate::store::LifecycleRow> = store
+        .lifecycles()?
+        .into_iter()
+        .map(|l| (l.device_id.clone(), l))
+        .collect();
     for d in store.devices()? {
+        let life = lifecycles.get(&d.device_id);
         line(&json!({
             "device_id": d.device_id,
             "first_seen": format_ms(d.first_seen_ms),
@@ -103,6 +109,9 @@ pub(super) fn devices(store: &mut dyn Store) -> anyhow::Result<()> {
             "device_time": format_ms(d.device_wall_ms),
             "silent": d.silent_alerted,
             "pending_gaps": d.chain_state.map(|s| s.pending_gaps.len()).unwrap_or(0),
+            // Lifecycle (docs/collector.md, "Device lifecycle"): no row is active, generation 1.
+            "state": life.map_or("active", |l| l.state.name()),
+            "generation": life.map_or(1, |l| l.generation),
         }))?;
     }
     Ok(())

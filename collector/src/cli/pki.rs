@@ -130,9 +130,29 @@ pub(super) fn ca_revoke(
         }
         (None, None) => return Err(usage("ca revoke: give --serial or --device")),
     };
+    let (crl_path, added, already) = revoke(&ca, &crl_path, &mut store, &serials, device)?;
+    println!(
+        "{}",
+        json!({"crl": crl_path.display().to_string(), "revoked": added, "already_revoked": already})
+    );
+    Ok(())
+}
+
+/// The CRL path, the serials newly revoked and those that were already.
+pub(super) type Revoked = (PathBuf, Vec<String>, Vec<String>);
+
+/// Reissues the CRL with `serials` added and records each new revocation in the enrollment
+/// history (for `device`, if given).
+pub(super) fn revoke(
+    ca: &DeviceCa,
+    crl_path: &Path,
+    store: &mut crate::store::sqlite::SqliteStore,
+    serials: &[Vec<u8>],
+    device: Option<&str>,
+) -> anyhow::Result<Revoked> {
     let now_ms = SystemClock.now_ms();
     let now = time::OffsetDateTime::now_utc();
-    let added = crl::revoke(&crl_path, &ca, &serials, now)
+    let added = crl::revoke(crl_path, ca, serials, now)
         .with_context(|| format!("crl = {}", crl_path.display()))?;
     let all: Vec<String> = serials.iter().map(|s| crate::pki::serial_hex(s)).collect();
     store.transaction(&mut |tx| {
@@ -151,12 +171,8 @@ pub(super) fn ca_revoke(
         }
         Ok(())
     })?;
-    let already: Vec<&String> = all.iter().filter(|s| !added.contains(s)).collect();
-    println!(
-        "{}",
-        json!({"crl": crl_path.display().to_string(), "revoked": added, "already_revoked": already})
-    );
-    Ok(())
+    let already: Vec<String> = all.into_iter().filter(|s| !added.contains(s)).collect();
+    Ok((crl_path.to_owned(), added, already))
 }
 
 /// `enroll-token create`.

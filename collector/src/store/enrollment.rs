@@ -40,6 +40,10 @@ pub enum EnrollKind {
     Renew,
     /// `ca revoke`.
     Revoke,
+    /// `ca sign-csr` (the offline path).
+    Offline,
+    /// `device decommission`.
+    Decommission,
 }
 
 impl EnrollKind {
@@ -49,6 +53,8 @@ impl EnrollKind {
             Self::Enroll => "enroll",
             Self::Renew => "renew",
             Self::Revoke => "revoke",
+            Self::Offline => "offline",
+            Self::Decommission => "decommission",
         }
     }
 }
@@ -60,7 +66,7 @@ pub struct EnrollmentRow {
     pub id: i64,
     /// When (collector wall time, Unix ms).
     pub at_ms: u64,
-    /// `enroll`, `renew` or `revoke`.
+    /// `enroll`, `renew`, `revoke`, `offline` or `decommission`.
     pub kind: String,
     /// The device (the token's or the client certificate's), if known.
     pub device_id: Option<String>,

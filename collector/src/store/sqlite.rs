@@ -2,6 +2,7 @@
 //! transaction survives a power loss before the agent is told its records are stored.
 
 mod enroll;
+mod lifecycle;
 mod read;
 mod tx;
 
@@ -217,6 +218,7 @@ impl Checkpointer {
 
 /// Brings a store created by an older collector up to [`SCHEMA`]: columns added or dropped since.
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch(lifecycle::SCHEMA)?;
     let has_dik: bool = conn.query_row(
         "SELECT COUNT(*) > 0 FROM pragma_table_info('devices') WHERE name = 'dik'",
         [],
@@ -320,6 +322,10 @@ impl Store for SqliteStore {
             ],
         )?;
         Ok(())
+    }
+
+    fn lifecycles(&mut self) -> Result<Vec<crate::store::LifecycleRow>, StoreError> {
+        lifecycle::all(&self.conn)
     }
 
     fn enroll_tokens(&mut self) -> Result<Vec<TokenRow>, StoreError> {

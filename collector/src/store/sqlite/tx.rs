@@ -6,7 +6,9 @@ use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::read::{DEVICE_COLUMNS, device_from_row};
 use crate::alerts::{AlertKind, NewAlert, severity_name};
-use crate::store::{DeviceRow, EnrollmentRow, RecordRow, StoreError, StoreTx, TokenRow};
+use crate::store::{
+    DeviceRow, EnrollmentRow, LifecycleRow, RecordRow, StoreError, StoreTx, TokenRow,
+};
 
 pub(super) struct SqliteTx<'a, 'c>(pub(super) &'a Transaction<'c>);
 
@@ -140,6 +142,14 @@ impl StoreTx for SqliteTx<'_, '_> {
         )?;
         let rows = stmt.query_map(params![device_id, from_seq], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn delete_cert(&mut self, device_id: &str, raw: &[u8]) -> Result<(), StoreError> {
+        self.exec(
+            "DELETE FROM certs WHERE device_id = ?1 AND raw = ?2",
+            params![device_id, raw],
+        )?;
+        Ok(())
     }
 
     fn put_cert(
@@ -359,5 +369,17 @@ impl StoreTx for SqliteTx<'_, '_> {
 
     fn issued_serials(&mut self, device_id: &str) -> Result<Vec<String>, StoreError> {
         super::enroll::issued_serials(self.0, device_id)
+    }
+
+    fn lifecycle(&mut self, device_id: &str) -> Result<Option<LifecycleRow>, StoreError> {
+        super::lifecycle::get(self.0, device_id)
+    }
+
+    fn put_lifecycle(&mut self, row: &LifecycleRow) -> Result<(), StoreError> {
+        super::lifecycle::put(self.0, row)
+    }
+
+    fn archive_device(&mut self, device_id: &str, archived_id: &str) -> Result<(), StoreError> {
+        super::lifecycle::archive(self.0, device_id, archived_id)
     }
 }
