@@ -1,5 +1,9 @@
 //! Alert kinds and the rules that raise them from stored events. Alerts are rows in the store
-//! (`posguard-collector alerts`), counted in the metrics and logged.
+//! (`posguard-collector alerts`), counted in the metrics and logged. A cause that repeats while
+//! its alert is open or acknowledged adds to that alert's count ([`grouped_by_detail`] says
+//! what a cause is); [`triage`] holds the states an operator moves an alert through.
+
+pub mod triage;
 
 use posguard_proto::event::{Event, EventKind, Severity, TamperFinding};
 use serde::Serialize;
@@ -26,7 +30,7 @@ pub enum AlertKind {
     Honeypot,
     /// Many lockouts across the fleet within a short window.
     LockoutStorm,
-    /// Repeated MFA failures on one device.
+    /// Repeated wrong or replayed TOTP codes on one device.
     MfaFailures,
     /// A terminal has not been heard from for longer than configured.
     Silent,
@@ -67,6 +71,11 @@ impl AlertKind {
         }
     }
 
+    /// Parses [`Self::name`].
+    pub fn from_name(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == text)
+    }
+
     /// Every kind, for metrics.
     pub const ALL: [Self; 15] = [
         Self::ChainGap,
@@ -102,6 +111,29 @@ pub struct NewAlert {
     pub at_ms: u64,
 }
 
+/// Whether an alert of `kind` names its cause in its detail, so that two details are two
+/// causes (two open alerts). The other kinds have one cause per device (or, for
+/// `lockout_storm`, per fleet): their detail carries figures that change from one raise to the
+/// next (counts, a last contact, an expiry date), and a repeat adds to the open alert's count.
+pub fn grouped_by_detail(kind: AlertKind) -> bool {
+    !matches!(
+        kind,
+        AlertKind::Silent
+            | AlertKind::MfaFailures
+            | AlertKind::LockoutStorm
+            | AlertKind::CertExpiry
+    )
+}
+
+/// What storing an alert did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Raised {
+    /// A new alert with this id (no open or acknowledged one had this cause).
+    New(i64),
+    /// The open or acknowledged alert with this id had this cause: its count grew.
+    Repeated(i64),
+}
+
 /// The stable name of a severity.
 pub fn severity_name(s: Severity) -> &'static str {
     match s {
@@ -128,7 +160,8 @@ pub fn parse_severity(text: &str) -> Option<Severity> {
 pub enum WindowRule {
     /// Count `locked_out` events across the fleet.
     LockoutStorm,
-    /// Count `mfa_failed` events on the event's device.
+    /// Count `mfa_failed` and `mfa_replayed` events together on the event's device (the
+    /// runbook's "wrong or replayed TOTP codes").
     MfaFailures,
 }
 
@@ -209,7 +242,9 @@ pub fn classify(event: &Event) -> Option<Result<Immediate, WindowRule>> {
             ),
         ),
         EventKind::LockedOut { .. } => Some(Err(WindowRule::LockoutStorm)),
-        EventKind::MfaFailed { .. } => Some(Err(WindowRule::MfaFailures)),
+        EventKind::MfaFailed { .. } | EventKind::MfaReplayed { .. } => {
+            Some(Err(WindowRule::MfaFailures))
+        }
         _ => None,
     }
 }

@@ -3,6 +3,7 @@
 
 mod enroll;
 mod read;
+mod triage;
 mod tx;
 
 use std::path::Path;
@@ -235,6 +236,7 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
     if has_event_json {
         conn.execute_batch("ALTER TABLE records DROP COLUMN event_json")?;
     }
+    triage::migrate(conn)?;
     Ok(())
 }
 
@@ -283,7 +285,49 @@ impl Store for SqliteStore {
         since_ms: Option<u64>,
         device_id: Option<&str>,
     ) -> Result<Vec<AlertRow>, StoreError> {
-        read::alerts(&self.conn, since_ms, device_id)
+        triage::alerts(&self.conn, since_ms, device_id)
+    }
+
+    fn alert_list(
+        &mut self,
+        filter: &crate::alerts::triage::AlertFilter,
+        now_ms: u64,
+    ) -> Result<Vec<AlertRow>, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let rows = triage::list(&tx, filter, now_ms)?;
+        tx.commit()?;
+        Ok(rows)
+    }
+
+    fn alert_show(
+        &mut self,
+        id: i64,
+        now_ms: u64,
+    ) -> Result<Option<(AlertRow, Vec<crate::alerts::triage::ActionRow>)>, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let shown = triage::show(&tx, id, now_ms)?;
+        tx.commit()?;
+        Ok(shown)
+    }
+
+    fn alert_triage(
+        &mut self,
+        id: i64,
+        t: &crate::alerts::triage::Triage,
+        now_ms: u64,
+    ) -> Result<Result<AlertRow, crate::alerts::triage::TriageRefusal>, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let done = triage::triage(&tx, id, t, now_ms)?;
+        if done.is_ok() {
+            tx.commit()?;
+        }
+        Ok(done)
     }
 
     fn devices(&mut self) -> Result<Vec<DeviceRow>, StoreError> {

@@ -5,7 +5,7 @@ use posguard_proto::uplink::{CommandKind, SignedCommand};
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::read::{DEVICE_COLUMNS, device_from_row};
-use crate::alerts::{AlertKind, NewAlert, severity_name};
+use crate::alerts::{AlertKind, NewAlert, Raised};
 use crate::store::{DeviceRow, EnrollmentRow, RecordRow, StoreError, StoreTx, TokenRow};
 
 pub(super) struct SqliteTx<'a, 'c>(pub(super) &'a Transaction<'c>);
@@ -217,19 +217,8 @@ impl StoreTx for SqliteTx<'_, '_> {
         Ok(())
     }
 
-    fn put_alert(&mut self, a: &NewAlert) -> Result<(), StoreError> {
-        self.exec(
-            "INSERT INTO alerts (device_id, kind, severity, detail, at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![
-                a.device_id,
-                a.kind.name(),
-                severity_name(a.severity),
-                a.detail,
-                a.at_ms
-            ],
-        )?;
-        Ok(())
+    fn raise_alert(&mut self, a: &NewAlert) -> Result<Raised, StoreError> {
+        super::triage::raise(self.0, a)
     }
 
     fn has_alert(
