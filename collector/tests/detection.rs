@@ -199,9 +199,9 @@ async fn lockouts_across_the_fleet_raise_one_storm_at_the_threshold() {
     assert_eq!(send(&srv, &pki, &devs[3], &[late]).await, 200);
     assert!(of(&alerts_in(&srv.db), None, "lockout_storm").is_empty());
     // Three more within 300 s of the fourth: the fourth of the window raises, the fifth counts.
-    for n in 4..6usize {
-        let r = devs[n].record_at(lockout(n as u64), T0 + 400_000 + n as u64 * 1000);
-        assert_eq!(send(&srv, &pki, &devs[n], &[r]).await, 200);
+    for (n, dev) in devs.iter_mut().enumerate().skip(4) {
+        let r = dev.record_at(lockout(n as u64), T0 + 400_000 + n as u64 * 1000);
+        assert_eq!(send(&srv, &pki, dev, &[r]).await, 200);
     }
     let r = devs[0].record_at(lockout(9), T0 + 410_000);
     assert_eq!(send(&srv, &pki, &devs[0], &[r]).await, 200);

@@ -164,30 +164,48 @@ pub fn nearest<'a>(text: &str, candidates: impl IntoIterator<Item = &'a str>) ->
         .map(|(_, c)| c)
 }
 
-/// Levenshtein distance over chars (inputs are short: names typed on a command line).
+/// Edit distance over chars counting a swap of two neighbours as one edit (optimal string
+/// alignment: "opne" is one edit from "open"). Inputs are short: names typed on a command line.
 fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row.first().copied().unwrap_or(0);
-        if let Some(first) = row.first_mut() {
-            *first = i.saturating_add(1);
+    let width = b.len().saturating_add(1);
+    // d[i * width + j]: distance between a[..i] and b[..j].
+    let mut d = vec![0usize; a.len().saturating_add(1).saturating_mul(width)];
+    let at = |i: usize, j: usize| i.saturating_mul(width).saturating_add(j);
+    for i in 0..=a.len() {
+        if let Some(c) = d.get_mut(at(i, 0)) {
+            *c = i;
         }
+    }
+    for j in 0..=b.len() {
+        if let Some(c) = d.get_mut(at(0, j)) {
+            *c = j;
+        }
+    }
+    let get = |d: &[usize], i: usize, j: usize| d.get(at(i, j)).copied().unwrap_or(usize::MAX);
+    for (i, ca) in a.iter().enumerate() {
         for (j, cb) in b.iter().enumerate() {
-            let above = row.get(j.saturating_add(1)).copied().unwrap_or(usize::MAX);
-            let left = row.get(j).copied().unwrap_or(usize::MAX);
-            let cost = usize::from(ca != *cb);
-            let best = diagonal
+            let (i1, j1) = (i.saturating_add(1), j.saturating_add(1));
+            let cost = usize::from(ca != cb);
+            let mut best = get(&d, i, j)
                 .saturating_add(cost)
-                .min(above.saturating_add(1))
-                .min(left.saturating_add(1));
-            diagonal = above;
-            if let Some(cell) = row.get_mut(j.saturating_add(1)) {
-                *cell = best;
+                .min(get(&d, i, j1).saturating_add(1))
+                .min(get(&d, i1, j).saturating_add(1));
+            if i > 0
+                && j > 0
+                && a.get(i.saturating_sub(1)) == Some(cb)
+                && b.get(j.saturating_sub(1)) == Some(ca)
+            {
+                best =
+                    best.min(get(&d, i.saturating_sub(1), j.saturating_sub(1)).saturating_add(1));
+            }
+            if let Some(c) = d.get_mut(at(i1, j1)) {
+                *c = best;
             }
         }
     }
-    row.last().copied().unwrap_or(0)
+    get(&d, a.len(), b.len())
 }
 
 #[cfg(test)]
@@ -226,6 +244,11 @@ mod tests {
         assert_eq!(nearest("zzzzzzzzzz", kinds), None);
         assert_eq!(edit_distance("", "abc"), 3);
         assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("opne", "open"), 1);
+        assert_eq!(
+            nearest("opne", ["open", "acknowledged", "resolved", "all"]),
+            Some("open")
+        );
     }
 
     #[test]
