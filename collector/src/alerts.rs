@@ -32,6 +32,9 @@ pub enum AlertKind {
     LockoutStorm,
     /// Repeated wrong or replayed TOTP codes on one device.
     MfaFailures,
+    /// A terminal's failure budget was exceeded (too many failed logins of any clerk, known
+    /// or not, within its window): every login on it is blocked for a while.
+    LoginBlocked,
     /// A terminal has not been heard from for longer than configured.
     Silent,
     /// A device certificate expires soon.
@@ -62,6 +65,7 @@ impl AlertKind {
             Self::Honeypot => "honeypot",
             Self::LockoutStorm => "lockout_storm",
             Self::MfaFailures => "mfa_failures",
+            Self::LoginBlocked => "login_blocked",
             Self::Silent => "silent",
             Self::CertExpiry => "cert_expiry",
             Self::EnrollmentRefused => "enrollment_refused",
@@ -77,7 +81,7 @@ impl AlertKind {
     }
 
     /// Every kind, for metrics.
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 16] = [
         Self::ChainGap,
         Self::ChainBroken,
         Self::Fork,
@@ -87,6 +91,7 @@ impl AlertKind {
         Self::Honeypot,
         Self::LockoutStorm,
         Self::MfaFailures,
+        Self::LoginBlocked,
         Self::Silent,
         Self::CertExpiry,
         Self::EnrollmentRefused,
@@ -122,6 +127,7 @@ pub fn grouped_by_detail(kind: AlertKind) -> bool {
             | AlertKind::MfaFailures
             | AlertKind::LockoutStorm
             | AlertKind::CertExpiry
+            | AlertKind::LoginBlocked
     )
 }
 
@@ -239,6 +245,22 @@ pub fn classify(event: &Event) -> Option<Result<Immediate, WindowRule>> {
             format!(
                 "{} records dropped in seq {}..={} ({} security-critical)",
                 o.dropped, o.first_seq, o.last_seq, o.dropped_critical
+            ),
+        ),
+        EventKind::FailureBudgetExceeded {
+            failures,
+            window_s,
+            until_wall_ms,
+        } => immediate(
+            AlertKind::LoginBlocked,
+            Severity::Critical,
+            format!(
+                "every login on this terminal blocked after {failures} failed logins within \
+                 {window_s} s, {}",
+                match until_wall_ms {
+                    Some(ms) => format!("until {}", crate::clock::format_ms(*ms)),
+                    None => "until an admin resets it".to_owned(),
+                }
             ),
         ),
         EventKind::LockedOut { .. } => Some(Err(WindowRule::LockoutStorm)),

@@ -334,3 +334,76 @@ fn the_docs_list_exactly_the_rules_the_code_applies() {
         assert_eq!(documented, code, "{file} {section}");
     }
 }
+
+/// A terminal whose failure budget ran out (failed logins of any clerk id, also ids nobody
+/// has, which lock nobody out) raises `login_blocked` at once, with the end of the block in
+/// RFC 3339; the same terminal again while it is open adds to its count.
+#[tokio::test]
+async fn an_exceeded_login_budget_raises_login_blocked() {
+    let pki = pki();
+    let srv = start(&pki, "").await;
+    let mut dev = device(&pki, "store3-till5");
+    let blocked = |until| EventKind::FailureBudgetExceeded {
+        failures: 20,
+        window_s: 600,
+        until_wall_ms: until,
+    };
+    let r = dev.record(blocked(Some(T0 + 900_000)));
+    assert_eq!(send(&srv, &pki, &dev, &[r]).await, 200);
+    let alerts = alerts_in(&srv.db);
+    let mine = of(&alerts, Some("store3-till5"), "login_blocked");
+    assert_eq!(mine.len(), 1, "{alerts:?}");
+    let until = posguard_collector::clock::format_ms(T0 + 900_000);
+    assert_eq!(
+        mine[0].detail,
+        format!(
+            "every login on this terminal blocked after 20 failed logins within 600 s, until {until}"
+        )
+    );
+    assert_eq!(mine[0].severity, "critical");
+    let r = dev.record(blocked(None));
+    assert_eq!(send(&srv, &pki, &dev, &[r]).await, 200);
+    let alerts = alerts_in(&srv.db);
+    let mine = of(&alerts, Some("store3-till5"), "login_blocked");
+    assert_eq!((mine.len(), mine[0].count), (1, 2), "{alerts:?}");
+    assert!(
+        mine[0].detail.ends_with("until an admin resets it"),
+        "{mine:?}"
+    );
+    srv.stop().await;
+}
+
+/// docs: `journal_overflow` is a warning, critical if security-critical records were dropped.
+#[tokio::test]
+async fn journal_overflow_is_critical_when_security_critical_records_were_dropped() {
+    use posguard_proto::event::Overflow;
+    let pki = pki();
+    let srv = start(&pki, "").await;
+    for critical in [0u64, 1, 3] {
+        let id = format!("overflow-{critical}");
+        let mut dev = device(&pki, &id);
+        let mut records = vec![dev.logout(), dev.logout()];
+        for _ in 3..=5 {
+            dev.logout(); // dropped by the terminal
+        }
+        records.push(dev.record(EventKind::JournalOverflow(Overflow {
+            first_seq: 3,
+            last_seq: 5,
+            dropped: 3,
+            dropped_critical: critical,
+        })));
+        assert_eq!(send(&srv, &pki, &dev, &records).await, 200);
+        let alerts = alerts_in(&srv.db);
+        let mine = of(&alerts, Some(&id), "journal_overflow");
+        assert_eq!(mine.len(), 1, "{alerts:?}");
+        let expected = if critical > 0 { "critical" } else { "warning" };
+        assert_eq!(mine[0].severity, expected, "{critical} critical dropped");
+        assert!(
+            mine[0]
+                .detail
+                .contains(&format!("({critical} security-critical)")),
+            "{mine:?}"
+        );
+    }
+    srv.stop().await;
+}

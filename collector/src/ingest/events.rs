@@ -1,6 +1,6 @@
-//! What a stored event triggers: alerts (honeypot, tamper, journal overflow at once; lockout
-//! storm and wrong or replayed TOTP codes past a threshold in a window) and the
-//! delivery mark of a command the agent reports having received.
+//! What a stored event triggers: alerts (honeypot, tamper, journal overflow and an exceeded
+//! login budget at once; a lockout storm and wrong or replayed TOTP codes past a threshold in a
+//! window) and the delivery mark of a command the agent reports having received.
 
 use posguard_proto::event::{Event, EventKind, Severity};
 
