@@ -11,6 +11,9 @@ use std::path::Path;
 use posguard_proto::uplink::SignedCommand;
 use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::alerts::triage::{AlertFilter, Triage};
+use triage::{Shown, Triaged};
+
 use super::{
     AlertRow, DeviceRow, EnrollmentRow, EventQuery, Store, StoreError, StoredEvent, TokenRow, TxFn,
 };
@@ -288,46 +291,20 @@ impl Store for SqliteStore {
         triage::alerts(&self.conn, since_ms, device_id)
     }
 
-    fn alert_list(
-        &mut self,
-        filter: &crate::alerts::triage::AlertFilter,
-        now_ms: u64,
-    ) -> Result<Vec<AlertRow>, StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let rows = triage::list(&tx, filter, now_ms)?;
-        tx.commit()?;
-        Ok(rows)
+    fn alert_list(&mut self, f: &AlertFilter, now_ms: u64) -> Result<Vec<AlertRow>, StoreError> {
+        triage::in_tx(&mut self.conn, |c| triage::list(c, f, now_ms), |_| true)
     }
 
-    fn alert_show(
-        &mut self,
-        id: i64,
-        now_ms: u64,
-    ) -> Result<Option<(AlertRow, Vec<crate::alerts::triage::ActionRow>)>, StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let shown = triage::show(&tx, id, now_ms)?;
-        tx.commit()?;
-        Ok(shown)
+    fn alert_show(&mut self, id: i64, now_ms: u64) -> Result<Option<Shown>, StoreError> {
+        triage::in_tx(&mut self.conn, |c| triage::show(c, id, now_ms), |_| true)
     }
 
-    fn alert_triage(
-        &mut self,
-        id: i64,
-        t: &crate::alerts::triage::Triage,
-        now_ms: u64,
-    ) -> Result<Result<AlertRow, crate::alerts::triage::TriageRefusal>, StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let done = triage::triage(&tx, id, t, now_ms)?;
-        if done.is_ok() {
-            tx.commit()?;
-        }
-        Ok(done)
+    fn alert_triage(&mut self, id: i64, t: &Triage, now_ms: u64) -> Result<Triaged, StoreError> {
+        triage::in_tx(
+            &mut self.conn,
+            |c| triage::triage(c, id, t, now_ms),
+            Result::is_ok,
+        )
     }
 
     fn devices(&mut self) -> Result<Vec<DeviceRow>, StoreError> {

@@ -9,6 +9,7 @@
 )]
 
 pub mod enroll;
+pub mod triage;
 
 use std::sync::Arc;
 

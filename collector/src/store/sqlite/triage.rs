@@ -47,6 +47,26 @@ CREATE INDEX IF NOT EXISTS alerts_by_cause ON alerts (kind, device_id, cause, st
 CREATE INDEX IF NOT EXISTS alerts_by_state ON alerts (state, ack_until_ms);
 ";
 
+/// An alert and its history.
+pub(super) type Shown = (AlertRow, Vec<ActionRow>);
+/// A triage action's outcome.
+pub(super) type Triaged = Result<AlertRow, TriageRefusal>;
+
+/// Runs `f` in one immediate transaction, committed if `keep` says so (a refused action
+/// changes nothing, not even the expiry of lapsed acknowledgements it found).
+pub(super) fn in_tx<T>(
+    conn: &mut Connection,
+    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    keep: impl FnOnce(&T) -> bool,
+) -> Result<T, StoreError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let done = f(&tx)?;
+    if keep(&done) {
+        tx.commit()?;
+    }
+    Ok(done)
+}
+
 /// Adds the triage columns and tables to a store that lacks them; a no-op on a current store.
 pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
     for (name, definition) in ALERT_COLUMNS_ADDED {
@@ -249,11 +269,7 @@ fn one(conn: &Connection, id: i64) -> Result<Option<AlertRow>, StoreError> {
 }
 
 /// One alert and its history.
-pub(super) fn show(
-    conn: &Connection,
-    id: i64,
-    now_ms: u64,
-) -> Result<Option<(AlertRow, Vec<ActionRow>)>, StoreError> {
+pub(super) fn show(conn: &Connection, id: i64, now_ms: u64) -> Result<Option<Shown>, StoreError> {
     expire_lapsed(conn, now_ms)?;
     let Some(alert) = one(conn, id)? else {
         return Ok(None);
@@ -282,7 +298,7 @@ pub(super) fn triage(
     id: i64,
     t: &Triage,
     now_ms: u64,
-) -> Result<Result<AlertRow, TriageRefusal>, StoreError> {
+) -> Result<Triaged, StoreError> {
     expire_lapsed(conn, now_ms)?;
     let Some(alert) = one(conn, id)? else {
         return Ok(Err(TriageRefusal::NoSuchAlert(id)));
@@ -319,81 +335,4 @@ pub(super) fn triage(
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
-
-    use super::*;
-    use crate::store::Store as _;
-    use crate::store::sqlite::SqliteStore;
-    use posguard_proto::event::Severity;
-
-    /// A store written before triage: `alerts` has its first six columns, and repeats of one
-    /// cause were stacked as rows.
-    #[test]
-    fn an_older_store_gains_triage_and_groups_on_its_latest_row() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("old.db");
-        {
-            let conn = Connection::open(&db).unwrap();
-            conn.execute_batch(
-                "CREATE TABLE alerts (id INTEGER PRIMARY KEY AUTOINCREMENT, device_id TEXT,
-                     kind TEXT NOT NULL, severity TEXT NOT NULL, detail TEXT NOT NULL,
-                     at_ms INTEGER NOT NULL);
-                 INSERT INTO alerts (device_id, kind, severity, detail, at_ms) VALUES
-                     ('t-1', 'fork', 'critical', 'second record for seq 4', 10),
-                     ('t-1', 'mfa_failures', 'critical', '5 mfa_failed events', 20),
-                     ('t-1', 'mfa_failures', 'critical', '6 mfa_failed events', 30);",
-            )
-            .unwrap();
-        }
-        let mut store = SqliteStore::open(&db).unwrap();
-        let rows = store.alerts(None, None).unwrap();
-        assert_eq!(rows.len(), 3);
-        for r in &rows {
-            assert_eq!((r.state.as_str(), r.count, r.last_ms), ("open", 1, r.at_ms));
-        }
-        let raise = |store: &mut SqliteStore, kind, detail: &str, at_ms| {
-            let mut raised = None;
-            store
-                .transaction(&mut |tx| {
-                    raised = Some(tx.raise_alert(&NewAlert {
-                        device_id: Some("t-1".into()),
-                        kind,
-                        severity: Severity::Critical,
-                        detail: detail.into(),
-                        at_ms,
-                    })?);
-                    Ok(())
-                })
-                .unwrap();
-            raised.unwrap()
-        };
-        // The fork's cause is its detail (migrated); mfa_failures has one cause per device.
-        assert_eq!(
-            raise(&mut store, AlertKind::Fork, "second record for seq 4", 40),
-            Raised::Repeated(1)
-        );
-        assert_eq!(
-            raise(&mut store, AlertKind::Fork, "second record for seq 9", 41),
-            Raised::New(4)
-        );
-        assert_eq!(
-            raise(&mut store, AlertKind::MfaFailures, "7 codes", 50),
-            Raised::Repeated(3)
-        );
-        let rows = store.alerts(None, None).unwrap();
-        assert_eq!((rows[0].count, rows[0].last_ms), (2, 40));
-        assert_eq!((rows[2].count, rows[2].last_ms), (2, 50));
-        assert_eq!(rows[2].detail, "7 codes", "the latest detail");
-        // Opening again is a no-op.
-        drop(store);
-        assert_eq!(
-            SqliteStore::open(&db)
-                .unwrap()
-                .alerts(None, None)
-                .unwrap()
-                .len(),
-            4
-        );
-    }
-}
+mod tests;
