@@ -206,6 +206,10 @@ async fn every_triage_action_is_recorded_with_who_when_and_why() {
             "--by",
         ),
         (vec!["alerts", "ack", "x1", "--note", "n"], "x1"),
+        (
+            vec!["alerts", "--state", "all", "show", &id],
+            "filter the listing",
+        ),
     ] {
         let out = cli(&srv.db, Some("x"), &args);
         assert_eq!(out.status.code(), Some(64), "{args:?}: {out:?}");

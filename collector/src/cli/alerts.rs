@@ -18,8 +18,9 @@ use crate::store::{AlertRow, Store};
 use posguard_proto::event::Severity;
 
 /// `alerts` and its subcommands.
+// Not `args_conflicts_with_subcommands`: clap would then refuse the global `--config` before
+// a subcommand (`alerts --config c.toml show 1`); filters with a subcommand are refused in `run`.
 #[derive(Debug, clap::Args)]
-#[command(args_conflicts_with_subcommands = true)]
 pub struct AlertsArgs {
     /// Act on one alert instead of listing.
     #[command(subcommand)]
@@ -115,6 +116,24 @@ pub(super) fn run(config: &Config, args: AlertsArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     };
+    let l = &args.list;
+    if [
+        &l.state,
+        &l.severity,
+        &l.kind,
+        &l.device,
+        &l.since,
+        &l.until,
+    ]
+    .iter()
+    .any(|f| f.is_some())
+    {
+        return Err(usage(
+            "alerts: --state, --severity, --kind, --device, --since and --until filter the \
+             listing; give them without a subcommand (`alerts --kind tamper`), and `alerts \
+             show|ack|resolve|reopen ID` without them",
+        ));
+    }
     let (actor, action) = match action {
         AlertsAction::Show { id } => {
             let mut store = super::open_store(config)?;

@@ -28,10 +28,14 @@ pub fn cli(db: &Path, user: Option<&str>, args: &[&str]) -> Output {
         ),
     )
     .unwrap();
+    // `alerts --config FILE [show|ack|…]`: the global flag between the command and its
+    // subcommand, as operators type it.
+    let (first, rest) = args.split_first().unwrap();
     let mut c = Command::new(env!("CARGO_BIN_EXE_posguard-collector"));
-    c.arg("--config")
+    c.arg(first)
+        .arg("--config")
         .arg(&cfg)
-        .args(args)
+        .args(rest)
         .env_remove("SUDO_USER");
     match user {
         Some(u) => c.env("USER", u),
