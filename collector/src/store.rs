@@ -317,13 +317,14 @@ pub trait Store: Send {
         since_ms: Option<u64>,
         device_id: Option<&str>,
     ) -> Result<Vec<AlertRow>, StoreError>;
-    /// Alerts matching `filter`, oldest first; acknowledgements lapsed by `now_ms` are first
-    /// reopened (and the expiry recorded).
+    /// Alerts matching `filter`, oldest first, passed to `out` one at a time; acknowledgements
+    /// lapsed by `now_ms` are first reopened (and the expiry recorded).
     fn alert_list(
         &mut self,
         filter: &AlertFilter,
         now_ms: u64,
-    ) -> Result<Vec<AlertRow>, StoreError>;
+        out: &mut dyn FnMut(AlertRow) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
     /// One alert and its triage history, oldest first (lapsed acknowledgements reopened first).
     fn alert_show(
         &mut self,

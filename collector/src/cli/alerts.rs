@@ -105,14 +105,16 @@ pub(super) fn run(config: &Config, args: AlertsArgs) -> anyhow::Result<()> {
     let Some(action) = args.action else {
         let filter = filter(&args.list)?;
         let mut store = super::open_store(config)?;
-        let rows = store.alert_list(&filter, now)?;
-        if rows.is_empty()
+        let mut listed = 0u64;
+        store.alert_list(&filter, now, &mut |row| {
+            listed = listed.saturating_add(1);
+            print_line(&alert_json(&row));
+            Ok(())
+        })?;
+        if listed == 0
             && let Some(device) = &filter.device_id
         {
             check_device(&mut store, device)?;
-        }
-        for row in &rows {
-            print_line(&alert_json(row));
         }
         return Ok(());
     };

@@ -291,8 +291,13 @@ impl Store for SqliteStore {
         triage::alerts(&self.conn, since_ms, device_id)
     }
 
-    fn alert_list(&mut self, f: &AlertFilter, now_ms: u64) -> Result<Vec<AlertRow>, StoreError> {
-        triage::in_tx(&mut self.conn, |c| triage::list(c, f, now_ms), |_| true)
+    fn alert_list(
+        &mut self,
+        f: &AlertFilter,
+        now_ms: u64,
+        out: &mut dyn FnMut(AlertRow) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        triage::list(&mut self.conn, f, now_ms, out)
     }
 
     fn alert_show(&mut self, id: i64, now_ms: u64) -> Result<Option<Shown>, StoreError> {

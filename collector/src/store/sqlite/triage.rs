@@ -217,12 +217,16 @@ pub(super) fn alerts(
 }
 
 /// `alerts` with filters (after lapsed acknowledgements are reopened).
+/// Reopens lapsed acknowledgements (one short write transaction), then passes the alerts
+/// matching `f` to `out` one at a time from a read that blocks no writer (WAL): a listing of
+/// the whole history neither holds the store's write lock nor every row in memory.
 pub(super) fn list(
-    conn: &Connection,
+    conn: &mut Connection,
     f: &AlertFilter,
     now_ms: u64,
-) -> Result<Vec<AlertRow>, StoreError> {
-    expire_lapsed(conn, now_ms)?;
+    out: &mut dyn FnMut(AlertRow) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    in_tx(conn, |c| expire_lapsed(c, now_ms), |_| true)?;
     let mut sql = format!("{SELECT} WHERE 1 = 1");
     let mut values: Vec<Value> = Vec::new();
     let mut any_of = |sql: &mut String, column: &str, items: Vec<String>| {
@@ -253,9 +257,16 @@ pub(super) fn list(
         values.push(Value::Integer(to_i64(t)));
     }
     sql.push_str(" ORDER BY id");
-    let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt.query_map(params_from_iter(values), alert_from_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let tx = conn.transaction()?;
+    {
+        let mut stmt = tx.prepare(&sql)?;
+        let mut rows = stmt.query(params_from_iter(values))?;
+        while let Some(row) = rows.next()? {
+            out(alert_from_row(row)?)?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 fn one(conn: &Connection, id: i64) -> Result<Option<AlertRow>, StoreError> {
