@@ -30,6 +30,8 @@ pub enum AlertKind {
     Honeypot,
     /// Many lockouts across the fleet within a short window.
     LockoutStorm,
+    /// An Admin or SuperAdmin was locked out on a terminal.
+    AdminLockedOut,
     /// Repeated wrong or replayed TOTP codes on one device.
     MfaFailures,
     /// A terminal's failure budget was exceeded (too many failed logins of any clerk, known
@@ -64,6 +66,7 @@ impl AlertKind {
             Self::ChainRegressed => "chain_regressed",
             Self::Honeypot => "honeypot",
             Self::LockoutStorm => "lockout_storm",
+            Self::AdminLockedOut => "admin_locked_out",
             Self::MfaFailures => "mfa_failures",
             Self::LoginBlocked => "login_blocked",
             Self::Silent => "silent",
@@ -81,7 +84,7 @@ impl AlertKind {
     }
 
     /// Every kind, for metrics.
-    pub const ALL: [Self; 16] = [
+    pub const ALL: [Self; 17] = [
         Self::ChainGap,
         Self::ChainBroken,
         Self::Fork,
@@ -90,6 +93,7 @@ impl AlertKind {
         Self::ChainRegressed,
         Self::Honeypot,
         Self::LockoutStorm,
+        Self::AdminLockedOut,
         Self::MfaFailures,
         Self::LoginBlocked,
         Self::Silent,

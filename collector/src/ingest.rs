@@ -488,7 +488,7 @@ impl Run<'_> {
             .put_record(&row::record_row(&self.id, record, columns), self.now_ms)?;
         self.batch_hashes.insert(seq, *record.hash());
         self.report.stored = self.report.stored.saturating_add(1);
-        self.on_event(&event)?;
+        self.on_event(seq, &event)?;
         for (cp, raw, done) in checkpoints.iter_mut() {
             if !*done && cp.fields().seq == seq {
                 if let Err(e) = self.checkpoint(cp, raw, record.hash())? {

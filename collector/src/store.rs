@@ -245,6 +245,14 @@ pub trait StoreTx {
     /// Stores an alert, or adds to the count of the open or acknowledged alert of the same
     /// device, kind and cause ([`crate::alerts::grouped_by_detail`]).
     fn raise_alert(&mut self, alert: &NewAlert) -> Result<Raised, StoreError>;
+    /// The role of `clerk`'s latest enrollment on the device stored below `before_seq` (`None`
+    /// if the collector holds none).
+    fn clerk_role(
+        &mut self,
+        device_id: &str,
+        clerk: &str,
+        before_seq: u64,
+    ) -> Result<Option<posguard_proto::event::Role>, StoreError>;
     /// [`Self::raise_alert`], for callers that need not know whether the alert is new.
     fn put_alert(&mut self, alert: &NewAlert) -> Result<(), StoreError> {
         self.raise_alert(alert).map(|_| ())

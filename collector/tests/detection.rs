@@ -142,8 +142,10 @@ async fn a_superadmin_locked_out_by_replays_and_wrong_codes_raises_mfa_failures(
         mfa[0].detail.contains("(5 mfa_failed, 5 mfa_replayed"),
         "{mfa:?}"
     );
-    // One lockout is no storm.
+    // One lockout is no storm, and this clerk's enrollment is not at the collector, so its role
+    // is unknown: no admin_locked_out (see the sweep over roles below).
     assert!(of(&alerts, None, "lockout_storm").is_empty(), "{alerts:?}");
+    assert!(of(&alerts, Some("store7-till1"), "admin_locked_out").is_empty());
     srv.stop().await;
 }
 
@@ -405,5 +407,54 @@ async fn journal_overflow_is_critical_when_security_critical_records_were_droppe
             "{mine:?}"
         );
     }
+    srv.stop().await;
+}
+
+/// An Admin or SuperAdmin locked out raises `admin_locked_out` (the role from the clerk's
+/// stored `clerk_enrolled` record); a Clerk or Supervisor locked out, or a clerk whose
+/// enrollment the collector does not hold, raises nothing of its own.
+#[tokio::test]
+async fn an_admin_or_superadmin_locked_out_raises_admin_locked_out() {
+    use posguard_proto::event::Role;
+    let pki = pki();
+    let srv = start(&pki, "").await;
+    let mut dev = device(&pki, "store4-till1");
+    let roles = [Role::Clerk, Role::Supervisor, Role::Admin, Role::SuperAdmin];
+    let mut records: Vec<Record> = roles
+        .iter()
+        .enumerate()
+        .map(|(n, role)| {
+            dev.record(EventKind::ClerkEnrolled {
+                clerk: ClerkId::new(format!("c{n}")).unwrap(),
+                role: *role,
+                mfa: *role >= Role::Admin,
+            })
+        })
+        .collect();
+    // Each enrolled clerk locked out, and one the collector never saw enrolled.
+    for n in 0..=roles.len() {
+        records.push(dev.record(EventKind::LockedOut {
+            clerk: ClerkId::new(format!("c{n}")).unwrap(),
+            failures: 10,
+            until_wall_ms: Some(T0 + 1_800_000),
+        }));
+    }
+    assert_eq!(send(&srv, &pki, &dev, &records).await, 200);
+    let alerts = alerts_in(&srv.db);
+    let mut details: Vec<&str> = of(&alerts, Some("store4-till1"), "admin_locked_out")
+        .iter()
+        .map(|a| {
+            assert_eq!(a.severity, "critical");
+            a.detail.as_str()
+        })
+        .collect();
+    details.sort_unstable();
+    assert_eq!(
+        details,
+        [
+            "Admin c2 locked out after 10 consecutive failures",
+            "SuperAdmin c3 locked out after 10 consecutive failures"
+        ]
+    );
     srv.stop().await;
 }

@@ -1,8 +1,8 @@
 //! Detection as the runbook describes it, end to end: a real agent on a software TPM ships to
 //! a real collector process; a SuperAdmin is locked out by a mix of replayed and wrong TOTP
 //! codes at the terminal's socket (codes from `oathtool`, the independent judge), and the
-//! collector raises `mfa_failures` naming both kinds (before, replays were not counted and
-//! the lockout raised nothing).
+//! collector raises `mfa_failures` naming both kinds and `admin_locked_out` (before, replays
+//! were not counted and the lockout raised nothing).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -1,15 +1,16 @@
-//! What a stored event triggers: alerts (honeypot, tamper, journal overflow and an exceeded
-//! login budget at once; a lockout storm and wrong or replayed TOTP codes past a threshold in a
-//! window) and the delivery mark of a command the agent reports having received.
+//! What a stored event triggers: alerts (honeypot, tamper, journal overflow, an exceeded
+//! login budget and an admin's lockout at once; a lockout storm and wrong or replayed TOTP
+//! codes past a threshold in a window) and the delivery mark of a command the agent reports having received.
 
-use posguard_proto::event::{Event, EventKind, Severity};
+use posguard_proto::event::{Event, EventKind, Role, Severity};
 
 use super::Run;
 use crate::alerts::{AlertKind, WindowRule, classify};
 use crate::store::StoreError;
 
 impl Run<'_> {
-    pub(super) fn on_event(&mut self, event: &Event) -> Result<(), StoreError> {
+    /// `event` was just stored at `seq`.
+    pub(super) fn on_event(&mut self, seq: u64, event: &Event) -> Result<(), StoreError> {
         let command = match &event.kind {
             EventKind::CommandReceived { command } | EventKind::CommandApplied { command } => {
                 Some(command.command_seq)
@@ -23,11 +24,33 @@ impl Run<'_> {
         if let Some(seq) = command {
             self.tx.mark_command_delivered(&self.id, seq, self.now_ms)?;
         }
+        if let EventKind::LockedOut {
+            clerk, failures, ..
+        } = &event.kind
+        {
+            self.admin_lockout(seq, clerk.as_str(), *failures)?;
+        }
         match classify(event) {
             None => Ok(()),
             Some(Ok(alert)) => self.alert_with(alert.kind, alert.severity, alert.detail, true),
             Some(Err(rule)) => self.window_rule(rule, event),
         }
+    }
+
+    /// An Admin or SuperAdmin locked out (the role from the clerk's stored enrollment) is an
+    /// alert of its own: those accounts manage the terminal and lift lockdown, and one of them
+    /// locked out is someone guessing at the keys of the shop, not a cashier's bad morning.
+    fn admin_lockout(&mut self, seq: u64, clerk: &str, failures: u32) -> Result<(), StoreError> {
+        let role = match self.tx.clerk_role(&self.id, clerk, seq)? {
+            Some(r @ (Role::Admin | Role::SuperAdmin)) => r,
+            _ => return Ok(()),
+        };
+        self.alert_with(
+            AlertKind::AdminLockedOut,
+            Severity::Critical,
+            format!("{role:?} {clerk} locked out after {failures} consecutive failures"),
+            true,
+        )
     }
 
     /// Counts the rule's events in the window before `event` (device clock) and raises its

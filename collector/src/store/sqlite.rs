@@ -3,6 +3,7 @@
 
 mod enroll;
 mod read;
+mod rules;
 mod triage;
 mod tx;
 

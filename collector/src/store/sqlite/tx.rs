@@ -221,6 +221,15 @@ impl StoreTx for SqliteTx<'_, '_> {
         super::triage::raise(self.0, a)
     }
 
+    fn clerk_role(
+        &mut self,
+        device_id: &str,
+        clerk: &str,
+        before_seq: u64,
+    ) -> Result<Option<posguard_proto::event::Role>, StoreError> {
+        super::rules::clerk_role(self.0, device_id, clerk, before_seq)
+    }
+
     fn has_alert(
         &mut self,
         device_id: &str,
