@@ -272,13 +272,6 @@ pub trait StoreTx {
         device_id: Option<&str>,
         since_ms: u64,
     ) -> Result<u64, StoreError>;
-    /// Whether an alert of `kind` (optionally for one device) was raised at or after `since_ms`.
-    fn alert_since(
-        &mut self,
-        kind: AlertKind,
-        device_id: Option<&str>,
-        since_ms: u64,
-    ) -> Result<bool, StoreError>;
     /// Commands queued for the device and not yet seen received.
     fn pending_commands(&mut self, device_id: &str) -> Result<Vec<SignedCommand>, StoreError>;
     /// Marks a command received by the device.

@@ -258,21 +258,6 @@ impl StoreTx for SqliteTx<'_, '_> {
         )?)
     }
 
-    fn alert_since(
-        &mut self,
-        kind: AlertKind,
-        device_id: Option<&str>,
-        since_ms: u64,
-    ) -> Result<bool, StoreError> {
-        let n: u64 = self.row(
-            "SELECT COUNT(*) FROM alerts
-             WHERE kind = ?1 AND at_ms >= ?2 AND (?3 IS NULL OR device_id = ?3)",
-            params![kind.name(), since_ms, device_id],
-            |r| r.get(0),
-        )?;
-        Ok(n > 0)
-    }
-
     fn pending_commands(&mut self, device_id: &str) -> Result<Vec<SignedCommand>, StoreError> {
         let mut stmt = self.0.prepare_cached(
             "SELECT id, kind, issued_wall_ms, signature FROM commands
