@@ -1,5 +1,9 @@
 //! Alert kinds and the rules that raise them from stored events. Alerts are rows in the store
-//! (`posguard-collector alerts`), counted in the metrics and logged.
+//! (`posguard-collector alerts`), counted in the metrics and logged. A cause that repeats while
+//! its alert is open or acknowledged adds to that alert's count ([`grouped_by_detail`] says
+//! what a cause is); [`triage`] holds the states an operator moves an alert through.
+
+pub mod triage;
 
 use posguard_proto::event::{Event, EventKind, Severity, TamperFinding};
 use serde::Serialize;
@@ -26,8 +30,13 @@ pub enum AlertKind {
     Honeypot,
     /// Many lockouts across the fleet within a short window.
     LockoutStorm,
-    /// Repeated MFA failures on one device.
+    /// An Admin or SuperAdmin was locked out on a terminal.
+    AdminLockedOut,
+    /// Repeated wrong or replayed TOTP codes on one device.
     MfaFailures,
+    /// A terminal's failure budget was exceeded (too many failed logins of any clerk, known
+    /// or not, within its window): every login on it is blocked for a while.
+    LoginBlocked,
     /// A terminal has not been heard from for longer than configured.
     Silent,
     /// A device certificate expires soon.
@@ -60,7 +69,9 @@ impl AlertKind {
             Self::ChainRegressed => "chain_regressed",
             Self::Honeypot => "honeypot",
             Self::LockoutStorm => "lockout_storm",
+            Self::AdminLockedOut => "admin_locked_out",
             Self::MfaFailures => "mfa_failures",
+            Self::LoginBlocked => "login_blocked",
             Self::Silent => "silent",
             Self::CertExpiry => "cert_expiry",
             Self::EnrollmentRefused => "enrollment_refused",
@@ -71,8 +82,13 @@ impl AlertKind {
         }
     }
 
+    /// Parses [`Self::name`].
+    pub fn from_name(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == text)
+    }
+
     /// Every kind, for metrics.
-    pub const ALL: [Self; 16] = [
+    pub const ALL: [Self; 18] = [
         Self::ChainGap,
         Self::ChainBroken,
         Self::Fork,
@@ -81,7 +97,9 @@ impl AlertKind {
         Self::ChainRegressed,
         Self::Honeypot,
         Self::LockoutStorm,
+        Self::AdminLockedOut,
         Self::MfaFailures,
+        Self::LoginBlocked,
         Self::Silent,
         Self::CertExpiry,
         Self::EnrollmentRefused,
@@ -105,6 +123,30 @@ pub struct NewAlert {
     pub detail: String,
     /// When it was raised (collector wall time, Unix ms).
     pub at_ms: u64,
+}
+
+/// Whether an alert of `kind` names its cause in its detail, so that two details are two
+/// causes (two open alerts). The other kinds have one cause per device (or, for
+/// `lockout_storm`, per fleet): their detail carries figures that change from one raise to the
+/// next (counts, a last contact, an expiry date), and a repeat adds to the open alert's count.
+pub fn grouped_by_detail(kind: AlertKind) -> bool {
+    !matches!(
+        kind,
+        AlertKind::Silent
+            | AlertKind::MfaFailures
+            | AlertKind::LockoutStorm
+            | AlertKind::CertExpiry
+            | AlertKind::LoginBlocked
+    )
+}
+
+/// What storing an alert did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Raised {
+    /// A new alert with this id (no open or acknowledged one had this cause).
+    New(i64),
+    /// The open or acknowledged alert with this id had this cause: its count grew.
+    Repeated(i64),
 }
 
 /// The stable name of a severity.
@@ -133,7 +175,8 @@ pub fn parse_severity(text: &str) -> Option<Severity> {
 pub enum WindowRule {
     /// Count `locked_out` events across the fleet.
     LockoutStorm,
-    /// Count `mfa_failed` events on the event's device.
+    /// Count `mfa_failed` and `mfa_replayed` events together on the event's device (the
+    /// runbook's "wrong or replayed TOTP codes").
     MfaFailures,
 }
 
@@ -213,8 +256,26 @@ pub fn classify(event: &Event) -> Option<Result<Immediate, WindowRule>> {
                 o.dropped, o.first_seq, o.last_seq, o.dropped_critical
             ),
         ),
+        EventKind::FailureBudgetExceeded {
+            failures,
+            window_s,
+            until_wall_ms,
+        } => immediate(
+            AlertKind::LoginBlocked,
+            Severity::Critical,
+            format!(
+                "every login on this terminal blocked after {failures} failed logins within \
+                 {window_s} s, {}",
+                match until_wall_ms {
+                    Some(ms) => format!("until {}", crate::clock::format_ms(*ms)),
+                    None => "until an admin resets it".to_owned(),
+                }
+            ),
+        ),
         EventKind::LockedOut { .. } => Some(Err(WindowRule::LockoutStorm)),
-        EventKind::MfaFailed { .. } => Some(Err(WindowRule::MfaFailures)),
+        EventKind::MfaFailed { .. } | EventKind::MfaReplayed { .. } => {
+            Some(Err(WindowRule::MfaFailures))
+        }
         _ => None,
     }
 }

@@ -1,6 +1,7 @@
 //! The command line: parsed by clap into [`Cli`], run by [`run`]. Bad usage or configuration
 //! exits 64 with a message naming the key or argument.
 
+mod alerts;
 mod backup;
 mod lifecycle;
 mod output;
@@ -44,15 +45,8 @@ pub enum Command {
     Serve,
     /// Stored events as JSON lines.
     Query(QueryArgs),
-    /// Alerts as JSON lines.
-    Alerts {
-        /// Only alerts raised at or after (RFC 3339 or Unix ms).
-        #[arg(long)]
-        since: Option<String>,
-        /// Only this device.
-        #[arg(long)]
-        device: Option<String>,
-    },
+    /// The alert queue: list (JSON lines), show, acknowledge, resolve, reopen.
+    Alerts(alerts::AlertsArgs),
     /// Stored events as JSON lines for a SIEM (see docs/collector.md for the fields).
     Export(QueryArgs),
     /// Known devices as JSON lines.
@@ -316,10 +310,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => serve::serve(&config),
         Command::Query(q) => output::events(&mut open_store(&config)?, &q, false),
         Command::Export(q) => output::events(&mut open_store(&config)?, &q, true),
-        Command::Alerts { since, device } => {
-            let since = parse_opt_time("--since", since.as_deref())?;
-            output::alerts(&mut open_store(&config)?, since, device.as_deref())
-        }
+        Command::Alerts(args) => alerts::run(&config, args),
         Command::Devices => output::devices(&mut open_store(&config)?),
         Command::Forks => output::forks(&mut open_store(&config)?),
         Command::Maintenance { state } => {

@@ -51,7 +51,7 @@ impl std::fmt::Display for Fail {
     }
 }
 
-use crate::alerts::{AlertKind, NewAlert, expires_soon};
+use crate::alerts::{AlertKind, NewAlert, Raised, expires_soon};
 use crate::config::AlertConfig;
 use crate::ingest::certs::{CertCache, CertError};
 use crate::store::{DeviceRow, StoreError, StoreTx};
@@ -346,7 +346,10 @@ impl Run<'_> {
             d.expiry_alerted_for = not_after;
             self.alert(
                 AlertKind::CertExpiry,
-                format!("device certificate expires at {not_after} (Unix s)"),
+                format!(
+                    "device certificate expires at {}",
+                    crate::clock::format_ms(not_after.saturating_mul(1000))
+                ),
             )?;
         }
         Ok(())
@@ -364,15 +367,23 @@ impl Run<'_> {
         detail: String,
         for_device: bool,
     ) -> Result<(), StoreError> {
-        tracing::warn!(device = %self.id, alert = kind.name(), %detail, "alert");
-        self.tx.put_alert(&NewAlert {
+        let raised = self.tx.raise_alert(&NewAlert {
             device_id: for_device.then(|| self.id.clone()),
             kind,
             severity,
-            detail,
+            detail: detail.clone(),
             at_ms: self.now_ms,
         })?;
-        self.report.alerts.push(kind);
+        match raised {
+            Raised::New(id) => {
+                tracing::warn!(device = %self.id, alert = kind.name(), id, %detail, "alert");
+                self.report.alerts.push(kind);
+            }
+            // The open alert of this cause counts it; metrics count alerts, not repeats.
+            Raised::Repeated(id) => {
+                tracing::debug!(device = %self.id, alert = kind.name(), id, %detail, "alert repeated");
+            }
+        }
         Ok(())
     }
 
@@ -507,7 +518,7 @@ impl Run<'_> {
             .put_record(&row::record_row(&self.id, record, columns), self.now_ms)?;
         self.batch_hashes.insert(seq, *record.hash());
         self.report.stored = self.report.stored.saturating_add(1);
-        self.on_event(&event)?;
+        self.on_event(seq, &event)?;
         for (cp, raw, done) in checkpoints.iter_mut() {
             if !*done && cp.fields().seq == seq {
                 if let Err(e) = self.checkpoint(cp, raw, record.hash())? {

@@ -15,7 +15,8 @@
 //!   transaction each; [`pki`]: the fleet CA (`ca init`, CSR checks, issuing, the CRL);
 //!   [`lifecycle`]: decommissioning and re-provisioning (a new chain generation per device id).
 //! - [`ingest`]: verification of a batch against the device's stored state and what to store,
-//!   as one store transaction; [`alerts`]: alert kinds and the rules on stored events.
+//!   as one store transaction; [`alerts`]: alert kinds, the rules on stored events, what a
+//!   repeated cause is, and the triage states an operator moves an alert through.
 //! - [`store`]: the [`store::Store`] trait, its SQLite implementation and the thread that owns
 //!   the connection ([`store::StoreHandle`]); [`backup`]: online backup, and restore after
 //!   re-verifying every chain; [`lock`]: the store lock `serve` holds and `restore` respects.

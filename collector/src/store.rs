@@ -18,7 +18,8 @@ use posguard_proto::uplink::SignedCommand;
 use posguard_proto::verify::ChainState;
 use serde::Serialize;
 
-use crate::alerts::{AlertKind, NewAlert};
+use crate::alerts::triage::{ActionRow, AlertFilter, Triage, TriageRefusal};
+use crate::alerts::{AlertKind, NewAlert, Raised};
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -168,10 +169,24 @@ pub struct AlertRow {
     pub kind: String,
     /// Severity name.
     pub severity: String,
-    /// Detail.
+    /// Detail (the latest raise's).
     pub detail: String,
-    /// When (Unix ms).
+    /// When it was first raised (Unix ms).
     pub at_ms: u64,
+    /// `open`, `acknowledged` or `resolved` (alerts::triage::AlertState).
+    pub state: String,
+    /// How many times its cause was raised while it was open or acknowledged.
+    pub count: u64,
+    /// When its cause was last raised (Unix ms).
+    pub last_ms: u64,
+    /// Who made the last triage action.
+    pub state_by: Option<String>,
+    /// When (Unix ms).
+    pub state_at_ms: Option<u64>,
+    /// Why.
+    pub state_note: Option<String>,
+    /// When an acknowledgement lapses (Unix ms), if it does.
+    pub ack_until_ms: Option<u64>,
 }
 
 /// The encoded checkpoints just below and just above a counter, where there are such.
@@ -233,8 +248,21 @@ pub trait StoreTx {
         raw: &[u8],
         at_ms: u64,
     ) -> Result<(), StoreError>;
-    /// Stores an alert.
-    fn put_alert(&mut self, alert: &NewAlert) -> Result<(), StoreError>;
+    /// Stores an alert, or adds to the count of the open or acknowledged alert of the same
+    /// device, kind and cause ([`crate::alerts::grouped_by_detail`]).
+    fn raise_alert(&mut self, alert: &NewAlert) -> Result<Raised, StoreError>;
+    /// The role of `clerk`'s latest enrollment on the device stored below `before_seq` (`None`
+    /// if the collector holds none).
+    fn clerk_role(
+        &mut self,
+        device_id: &str,
+        clerk: &str,
+        before_seq: u64,
+    ) -> Result<Option<posguard_proto::event::Role>, StoreError>;
+    /// [`Self::raise_alert`], for callers that need not know whether the alert is new.
+    fn put_alert(&mut self, alert: &NewAlert) -> Result<(), StoreError> {
+        self.raise_alert(alert).map(|_| ())
+    }
     /// Whether an alert of `kind` with exactly `detail` is stored for the device (the same
     /// cause: a refused batch sent again must not raise a second alert).
     fn has_alert(
@@ -250,13 +278,6 @@ pub trait StoreTx {
         device_id: Option<&str>,
         since_ms: u64,
     ) -> Result<u64, StoreError>;
-    /// Whether an alert of `kind` (optionally for one device) was raised at or after `since_ms`.
-    fn alert_since(
-        &mut self,
-        kind: AlertKind,
-        device_id: Option<&str>,
-        since_ms: u64,
-    ) -> Result<bool, StoreError>;
     /// Commands queued for the device and not yet seen received.
     fn pending_commands(&mut self, device_id: &str) -> Result<Vec<SignedCommand>, StoreError>;
     /// Marks a command received by the device.
@@ -320,6 +341,28 @@ pub trait Store: Send {
         since_ms: Option<u64>,
         device_id: Option<&str>,
     ) -> Result<Vec<AlertRow>, StoreError>;
+    /// Alerts matching `filter`, oldest first, passed to `out` one at a time; acknowledgements
+    /// lapsed by `now_ms` are first reopened (and the expiry recorded).
+    fn alert_list(
+        &mut self,
+        filter: &AlertFilter,
+        now_ms: u64,
+        out: &mut dyn FnMut(AlertRow) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
+    /// One alert and its triage history, oldest first (lapsed acknowledgements reopened first).
+    fn alert_show(
+        &mut self,
+        id: i64,
+        now_ms: u64,
+    ) -> Result<Option<(AlertRow, Vec<ActionRow>)>, StoreError>;
+    /// Applies and records a triage action at `now_ms`; refused, with nothing changed, if no
+    /// such alert exists or its state does not allow the action.
+    fn alert_triage(
+        &mut self,
+        id: i64,
+        triage: &Triage,
+        now_ms: u64,
+    ) -> Result<Result<AlertRow, TriageRefusal>, StoreError>;
     /// Every device.
     fn devices(&mut self) -> Result<Vec<DeviceRow>, StoreError>;
     /// Forked records kept aside: (device, seq, hash hex, received ms).

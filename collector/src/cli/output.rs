@@ -68,26 +68,6 @@ pub(super) fn events(store: &mut dyn Store, q: &QueryArgs, export: bool) -> anyh
     Ok(())
 }
 
-/// `alerts`.
-pub(super) fn alerts(
-    store: &mut dyn Store,
-    since: Option<u64>,
-    device: Option<&str>,
-) -> anyhow::Result<()> {
-    for a in store.alerts(since, device)? {
-        line(&json!({
-            "id": a.id,
-            "device_id": a.device_id,
-            "kind": a.kind,
-            "severity": a.severity,
-            "detail": a.detail,
-            "time": format_ms(a.at_ms),
-            "at_ms": a.at_ms,
-        }))?;
-    }
-    Ok(())
-}
-
 /// `devices`.
 pub(super) fn devices(store: &mut dyn Store) -> anyhow::Result<()> {
     let lifecycles: std::collections::HashMap<String, crate::store::LifecycleRow> = store

@@ -7,7 +7,7 @@
 //! - The device went back: it reports a journal head below what the collector stored (its
 //!   journal was deleted, replaced, or its tail cut), or sends a different record 1 (its chain
 //!   restarted). One `chain_regressed` alert per cause: the detail names the stored head only,
-//!   so a retry, a heartbeat, or the rest of the restarted chain adds nothing.
+//!   so a retry, a heartbeat, or the rest of the restarted chain adds to its count only.
 
 use posguard_proto::uplink::UplinkBatch;
 
@@ -77,12 +77,10 @@ impl Run<'_> {
         )
     }
 
-    /// Raises an alert unless one of this kind with this detail is stored for the device.
+    /// Raises an alert for a cause named by its detail: the same cause again (a refused batch
+    /// sent again, a heartbeat of a regressed device) adds to the open or acknowledged alert's
+    /// count instead of a new alert; after it was resolved, it opens a new one.
     pub(super) fn alert_once(&mut self, kind: AlertKind, detail: String) -> Result<(), StoreError> {
-        if self.tx.has_alert(&self.id, kind, &detail)? {
-            tracing::debug!(device = %self.id, alert = kind.name(), %detail, "alert already raised for this cause");
-            return Ok(());
-        }
         self.alert(kind, detail)
     }
 }

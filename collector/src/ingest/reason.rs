@@ -37,10 +37,11 @@ pub fn classify(reason: &VerifyReason) -> (&'static str, AlertKind) {
     }
 }
 
-/// How serious an alert of `kind` raised by a verification failure is.
+/// How serious an alert of `kind` raised by a verification failure (or a certificate near its
+/// expiry) is: a gap may be declared later and a certificate renews itself, so both warn.
 pub fn severity(kind: AlertKind) -> Severity {
     match kind {
-        AlertKind::ChainGap => Severity::Warning,
+        AlertKind::ChainGap | AlertKind::CertExpiry => Severity::Warning,
         _ => Severity::Critical,
     }
 }

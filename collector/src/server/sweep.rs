@@ -6,8 +6,9 @@ use std::time::Duration;
 use posguard_proto::event::Severity;
 use tokio_util::sync::CancellationToken;
 
-use crate::alerts::{AlertKind, NewAlert};
+use crate::alerts::{AlertKind, NewAlert, Raised};
 use crate::clock::WallClock;
+use crate::clock::format_ms;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 
@@ -23,16 +24,19 @@ pub fn sweep_silent(
     store.transaction(&mut |tx| {
         raised = 0;
         for mut d in tx.silent_candidates(before)? {
-            tx.put_alert(&NewAlert {
+            let alert = tx.raise_alert(&NewAlert {
                 device_id: Some(d.device_id.clone()),
                 kind: AlertKind::Silent,
                 severity: Severity::Warning,
-                detail: format!("no contact since {} (Unix ms)", d.last_seen_ms),
+                detail: format!("no contact since {}", format_ms(d.last_seen_ms)),
                 at_ms: now_ms,
             })?;
             d.silent_alerted = true;
             tx.put_device(&d)?;
-            raised = raised.saturating_add(1);
+            // A terminal silent again while its last silent alert is open adds to its count.
+            if matches!(alert, Raised::New(_)) {
+                raised = raised.saturating_add(1);
+            }
         }
         Ok(())
     })?;

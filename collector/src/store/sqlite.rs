@@ -4,12 +4,17 @@
 mod enroll;
 mod lifecycle;
 mod read;
+mod rules;
+mod triage;
 mod tx;
 
 use std::path::Path;
 
 use posguard_proto::uplink::SignedCommand;
 use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::alerts::triage::{AlertFilter, Triage};
+use triage::{Shown, Triaged};
 
 use super::{
     AlertRow, DeviceRow, EnrollmentRow, EventQuery, Store, StoreError, StoredEvent, TokenRow, TxFn,
@@ -238,6 +243,7 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
         conn.execute_batch("ALTER TABLE records DROP COLUMN event_json")?;
     }
     enroll::migrate(conn)?;
+    triage::migrate(conn)?;
     Ok(())
 }
 
@@ -286,7 +292,28 @@ impl Store for SqliteStore {
         since_ms: Option<u64>,
         device_id: Option<&str>,
     ) -> Result<Vec<AlertRow>, StoreError> {
-        read::alerts(&self.conn, since_ms, device_id)
+        triage::alerts(&self.conn, since_ms, device_id)
+    }
+
+    fn alert_list(
+        &mut self,
+        f: &AlertFilter,
+        now_ms: u64,
+        out: &mut dyn FnMut(AlertRow) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        triage::list(&mut self.conn, f, now_ms, out)
+    }
+
+    fn alert_show(&mut self, id: i64, now_ms: u64) -> Result<Option<Shown>, StoreError> {
+        triage::in_tx(&mut self.conn, |c| triage::show(c, id, now_ms), |_| true)
+    }
+
+    fn alert_triage(&mut self, id: i64, t: &Triage, now_ms: u64) -> Result<Triaged, StoreError> {
+        triage::in_tx(
+            &mut self.conn,
+            |c| triage::triage(c, id, t, now_ms),
+            Result::is_ok,
+        )
     }
 
     fn devices(&mut self) -> Result<Vec<DeviceRow>, StoreError> {

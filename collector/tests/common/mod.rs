@@ -9,6 +9,7 @@
 )]
 
 pub mod enroll;
+pub mod triage;
 
 use std::sync::Arc;
 
@@ -380,4 +381,42 @@ pub fn chain(e: &dyn std::error::Error) -> String {
         cur = s.source();
     }
     text
+}
+
+impl Device {
+    /// A record whose event says it happened at `wall_ms` (device clock), for rules counted in
+    /// a time window.
+    pub fn record_at(&mut self, kind: EventKind, wall_ms: u64) -> Record {
+        let public: [u8; 32] = self.journal.public_key().as_ref().try_into().unwrap();
+        let event = Event::new(
+            Stamp {
+                wall_ms,
+                mono_ns: self.head.seq,
+                boot_id: BOOT,
+            },
+            Actor::System,
+            None,
+            kind,
+        );
+        let r = Record::build(&self.head, journal_key_id(&public), &event, |m| {
+            self.journal.sign(m).as_ref().try_into().unwrap()
+        })
+        .unwrap();
+        self.head = r.head();
+        r
+    }
+}
+
+/// Every alert in the store at `db` (all states).
+pub fn alerts_in(db: &std::path::Path) -> Vec<posguard_collector::store::AlertRow> {
+    SqliteStore::open(db).unwrap().alerts(None, None).unwrap()
+}
+
+/// Posts one batch of `records` (with the journal certificate) from `dev`; the HTTP status.
+pub async fn send(srv: &Running, pki: &Pki, dev: &Device, records: &[Record]) -> u16 {
+    let cfg = client_config(pki, Some(dev));
+    post(srv.addr, cfg, batch(vec![dev.journal_cert(1)], records))
+        .await
+        .unwrap()
+        .0
 }

@@ -5,7 +5,7 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, Row, params};
 
 use crate::clock::hex;
-use crate::store::{AlertRow, DeviceRow, EventQuery, StoreError, StoredEvent};
+use crate::store::{DeviceRow, EventQuery, StoreError, StoredEvent};
 
 pub(super) const DEVICE_COLUMNS: &str = "device_id, first_seen_ms, last_seen_ms,
     cert_not_after_unix, chain_state, highest_stored, agent_version, journal_head,
@@ -122,28 +122,6 @@ fn event_json(raw: &[u8]) -> Result<String, StoreError> {
 
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-pub(super) fn alerts(
-    conn: &Connection,
-    since_ms: Option<u64>,
-    device_id: Option<&str>,
-) -> Result<Vec<AlertRow>, StoreError> {
-    let mut stmt = conn.prepare(
-        "SELECT id, device_id, kind, severity, detail, at_ms FROM alerts
-         WHERE at_ms >= ?1 AND (?2 IS NULL OR device_id = ?2) ORDER BY id",
-    )?;
-    let rows = stmt.query_map(params![to_i64(since_ms.unwrap_or(0)), device_id], |r| {
-        Ok(AlertRow {
-            id: r.get(0)?,
-            device_id: r.get(1)?,
-            kind: r.get(2)?,
-            severity: r.get(3)?,
-            detail: r.get(4)?,
-            at_ms: r.get(5)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 pub(super) fn forks(conn: &Connection) -> Result<Vec<(String, u64, String, u64)>, StoreError> {

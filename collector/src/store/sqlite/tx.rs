@@ -5,7 +5,7 @@ use posguard_proto::uplink::{CommandKind, SignedCommand};
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::read::{DEVICE_COLUMNS, device_from_row};
-use crate::alerts::{AlertKind, NewAlert, severity_name};
+use crate::alerts::{AlertKind, NewAlert, Raised};
 use crate::store::{
     DeviceRow, EnrollmentRow, LifecycleRow, RecordRow, StoreError, StoreTx, TokenRow,
 };
@@ -227,19 +227,17 @@ impl StoreTx for SqliteTx<'_, '_> {
         Ok(())
     }
 
-    fn put_alert(&mut self, a: &NewAlert) -> Result<(), StoreError> {
-        self.exec(
-            "INSERT INTO alerts (device_id, kind, severity, detail, at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![
-                a.device_id,
-                a.kind.name(),
-                severity_name(a.severity),
-                a.detail,
-                a.at_ms
-            ],
-        )?;
-        Ok(())
+    fn raise_alert(&mut self, a: &NewAlert) -> Result<Raised, StoreError> {
+        super::triage::raise(self.0, a)
+    }
+
+    fn clerk_role(
+        &mut self,
+        device_id: &str,
+        clerk: &str,
+        before_seq: u64,
+    ) -> Result<Option<posguard_proto::event::Role>, StoreError> {
+        super::rules::clerk_role(self.0, device_id, clerk, before_seq)
     }
 
     fn has_alert(
@@ -268,21 +266,6 @@ impl StoreTx for SqliteTx<'_, '_> {
             params![kind, since_ms, device_id],
             |r| r.get(0),
         )?)
-    }
-
-    fn alert_since(
-        &mut self,
-        kind: AlertKind,
-        device_id: Option<&str>,
-        since_ms: u64,
-    ) -> Result<bool, StoreError> {
-        let n: u64 = self.row(
-            "SELECT COUNT(*) FROM alerts
-             WHERE kind = ?1 AND at_ms >= ?2 AND (?3 IS NULL OR device_id = ?3)",
-            params![kind.name(), since_ms, device_id],
-            |r| r.get(0),
-        )?;
-        Ok(n > 0)
     }
 
     fn pending_commands(&mut self, device_id: &str) -> Result<Vec<SignedCommand>, StoreError> {
