@@ -1,10 +1,12 @@
 //! The TPM 2.0 backend. [`TpmElement`] is a cheap handle; the ESYS context lives on one worker
 //! thread (`worker`) that runs jobs one at a time, so no two threads ever touch the context.
 //! The TPM rules live beside it:
-//! - `objects`: templates and the storage root key / device identity key at persistent handles;
+//! - `objects`: templates, recognising posguard's own objects, the storage root key;
+//! - `identity`: the device identity key at its persistent handle (staged replacement included);
 //! - `seal`: sealed data objects under the storage root key;
 //! - `nv`: the monotonic counter in an NV counter index.
 
+mod identity;
 mod nv;
 mod objects;
 mod seal;
@@ -15,8 +17,8 @@ use std::time::Duration;
 use zeroize::Zeroizing;
 
 use crate::{
-    Backend, BackendInfo, HalError, IdentityKey, KeyMode, SealedBlob, SecureElement,
-    SecureElementConfig,
+    Backend, BackendInfo, ForeignEviction, HalError, IdentityKey, KeyMode, SealedBlob,
+    SecureElement, SecureElementConfig,
 };
 pub(crate) use worker::TpmState;
 use worker::Worker;
@@ -72,6 +74,14 @@ impl SecureElement for TpmElement {
 
     fn ensure_identity_key(&self, mode: KeyMode) -> Result<IdentityKey, HalError> {
         self.worker.call(move |s| s.ensure_identity_key(mode))
+    }
+
+    fn commit_identity_key(&self) -> Result<IdentityKey, HalError> {
+        self.worker.call(|s| s.commit_identity_key())
+    }
+
+    fn evict_foreign(&self, handle: u32) -> Result<ForeignEviction, HalError> {
+        self.worker.call(move |s| s.evict_foreign(handle))
     }
 
     fn identity_public_key(&self) -> Result<Vec<u8>, HalError> {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use posguard_hal::config::{DEFAULT_COUNTER_INDEX, DEFAULT_IDENTITY_HANDLE};
 use posguard_hal::testing::Swtpm;
-use posguard_hal::{HalError, KeyMode, SecureElementConfig};
+use posguard_hal::{ForeignEviction, HalError, KeyMode, SecureElementConfig};
 
 fn text(out: &std::process::Output) -> String {
     format!(
@@ -117,14 +117,29 @@ fn an_occupied_identity_handle_is_refused_and_nothing_is_evicted() {
 
     {
         let se = posguard_hal::open(&tpm.config()).unwrap();
-        for mode in [KeyMode::OpenOrCreate, KeyMode::OpenExisting] {
+        for mode in [
+            KeyMode::OpenOrCreate,
+            KeyMode::OpenExisting,
+            KeyMode::Replace,
+        ] {
             let err = se.ensure_identity_key(mode).unwrap_err();
             let msg = err.to_string();
-            assert!(matches!(err, HalError::Occupied { .. }), "{msg}");
+            assert!(matches!(err, HalError::Foreign { .. }), "{msg}");
             assert!(msg.contains(&handle) && msg.contains("RSA"), "{msg}");
-            assert!(msg.contains("Nothing was evicted"), "{msg}");
+            assert!(msg.contains("did not evict it"), "{msg}");
+            // A free handle to use instead, and the named eviction.
+            assert!(msg.contains("--identity-handle 0x81010002"), "{msg}");
+            assert!(msg.contains(&format!("--evict-foreign {handle}")), "{msg}");
         }
         assert!(se.sign_digest(&[1; 32]).is_err());
+        assert!(se.commit_identity_key().is_err());
+        // Decommissioning leaves it alone too.
+        assert!(matches!(se.destroy(), Err(HalError::Foreign { .. })));
+        // Only posguard's configured handles may be named for eviction.
+        assert!(matches!(
+            se.evict_foreign(0x8101_0005),
+            Err(HalError::EvictRefused { .. })
+        ));
     }
     let after = text(&tpm.tpm2("tpm2_readpublic", &["-c", &handle]).unwrap());
     assert_eq!(before, after, "the other object is untouched");
@@ -181,4 +196,43 @@ fn a_software_blob_is_refused_by_the_tpm() {
         .unseal(&blob)
         .unwrap_err();
     assert!(err.to_string().contains("another backend"), "{err}");
+}
+
+#[test]
+fn a_named_eviction_removes_only_a_foreign_object_and_keeps_posguards_own() {
+    let tpm = Swtpm::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path().join("other.ctx");
+    let handle = format!("{DEFAULT_IDENTITY_HANDLE:#010x}");
+    let out = tpm
+        .tpm2(
+            "tpm2_createprimary",
+            &["-C", "o", "-G", "ecc256", "-c", ctx.to_str().unwrap()],
+        )
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let out = tpm
+        .tpm2(
+            "tpm2_evictcontrol",
+            &["-C", "o", "-c", ctx.to_str().unwrap(), &handle],
+        )
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    // tpm2-tools without a resource manager leave the primary loaded: free the slot.
+    tpm.flush_after_kill().unwrap();
+    let se = posguard_hal::open(&tpm.config()).unwrap();
+    match se.evict_foreign(DEFAULT_IDENTITY_HANDLE).unwrap() {
+        ForeignEviction::Evicted(what) => assert!(what.contains("ECC"), "{what}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        se.evict_foreign(DEFAULT_IDENTITY_HANDLE).unwrap(),
+        ForeignEviction::Absent
+    );
+    let key = se.ensure_identity_key(KeyMode::OpenOrCreate).unwrap();
+    assert_eq!(
+        se.evict_foreign(DEFAULT_IDENTITY_HANDLE).unwrap(),
+        ForeignEviction::Ours
+    );
+    assert_eq!(se.identity_public_key().unwrap(), key.spki_der);
 }
