@@ -12,6 +12,7 @@ mod objects;
 mod seal;
 mod worker;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use zeroize::Zeroizing;
@@ -34,6 +35,10 @@ const RANDOM_CHUNK: usize = 32;
 #[derive(Debug)]
 pub struct TpmElement {
     worker: Worker,
+    /// Whether a replacement identity key may be loaded in the TPM (`KeyMode::Replace` without
+    /// a commit yet): flushed on drop, before the process can exit, since a TPM without a
+    /// resource manager in front (swtpm, `/dev/tpm0`) would keep it and run out of slots.
+    staged: AtomicBool,
     tcti: String,
     description: String,
 }
@@ -57,9 +62,21 @@ impl TpmElement {
         tracing::info!(tcti = %config.tcti, tpm = %description, "TPM opened");
         Ok(TpmElement {
             worker,
+            staged: AtomicBool::new(false),
             tcti: config.tcti.clone(),
             description,
         })
+    }
+}
+
+impl Drop for TpmElement {
+    fn drop(&mut self) {
+        if self.staged.load(Ordering::SeqCst) {
+            let _ = self.worker.call(|s| {
+                s.discard_staged();
+                Ok(())
+            });
+        }
     }
 }
 
@@ -73,11 +90,16 @@ impl SecureElement for TpmElement {
     }
 
     fn ensure_identity_key(&self, mode: KeyMode) -> Result<IdentityKey, HalError> {
+        if mode == KeyMode::Replace {
+            self.staged.store(true, Ordering::SeqCst);
+        }
         self.worker.call(move |s| s.ensure_identity_key(mode))
     }
 
     fn commit_identity_key(&self) -> Result<IdentityKey, HalError> {
-        self.worker.call(|s| s.commit_identity_key())
+        let key = self.worker.call(|s| s.commit_identity_key())?;
+        self.staged.store(false, Ordering::SeqCst);
+        Ok(key)
     }
 
     fn evict_foreign(&self, handle: u32) -> Result<ForeignEviction, HalError> {

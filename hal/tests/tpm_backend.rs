@@ -236,3 +236,37 @@ fn a_named_eviction_removes_only_a_foreign_object_and_keeps_posguards_own() {
     );
     assert_eq!(se.identity_public_key().unwrap(), key.spki_der);
 }
+
+#[test]
+fn a_full_tpm_is_not_a_tampered_blob() {
+    let tpm = Swtpm::start().unwrap();
+    let blob = {
+        let se = posguard_hal::open(&tpm.config()).unwrap();
+        se.seal(b"data key").unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // Another client (without a resource manager) fills two, then all three of swtpm's object
+    // slots: the first fails at the load of the sealed object, the second before it.
+    for i in 0..3 {
+        let ctx = dir.path().join(format!("{i}.ctx"));
+        let out = tpm
+            .tpm2(
+                "tpm2_createprimary",
+                &["-C", "o", "-G", "ecc256", "-c", ctx.to_str().unwrap()],
+            )
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        if i == 0 {
+            continue;
+        }
+        let se = posguard_hal::open(&tpm.config()).unwrap();
+        let err = se.unseal(&blob).unwrap_err();
+        assert!(
+            matches!(err, HalError::Tpm { .. }),
+            "a TPM out of object memory says nothing about the blob: {err}"
+        );
+    }
+    tpm.flush_after_kill().unwrap();
+    let se = posguard_hal::open(&tpm.config()).unwrap();
+    assert_eq!(&se.unseal(&blob).unwrap()[..], b"data key");
+}

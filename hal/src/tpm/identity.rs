@@ -95,7 +95,7 @@ impl TpmState {
     }
 
     /// Flushes a staged key that will not be committed.
-    fn discard_staged(&mut self) {
+    pub(crate) fn discard_staged(&mut self) {
         if let Some((key, _)) = self.staged.take() {
             self.flush(key.into());
         }
