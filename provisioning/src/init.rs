@@ -1,7 +1,8 @@
 //! `posguard-provision init`: bring up a terminal. Each step prints its result and time. The
 //! terminal's files are written only after the collector issued the certificate, so a failure
 //! before that changes nothing but the TPM key (which the next run reuses: resumable), and a
-//! provisioned terminal is left alone unless `--force`.
+//! provisioned terminal is left alone unless `--force`, which keeps the old identity key until
+//! the new one is enrolled (`identity`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,12 +10,13 @@ use std::time::Duration;
 
 use crate::agent_api::at;
 use anyhow::{Context, anyhow, bail};
-use posguard_hal::{KeyMode, SecureElement, SecureElementConfig};
+use posguard_hal::{SecureElement, SecureElementConfig};
 use serde_json::json;
 
 use crate::agent_api;
 use crate::files::{group_id, write_file};
 use crate::https::{post_json, read_pem_certs};
+use crate::identity;
 use crate::report::Report;
 
 /// What `init` needs.
@@ -38,8 +40,11 @@ pub struct InitPlan {
     pub socket: PathBuf,
     /// The secure element.
     pub secure_element: SecureElementConfig,
-    /// Replace an existing provisioning (and the TPM key).
+    /// Replace an existing provisioning; the TPM key only once the new one is enrolled.
     pub force: bool,
+    /// Handles holding TPM objects posguard did not create that the technician named for
+    /// eviction (`--evict-foreign`).
+    pub evict_foreign: Vec<u32>,
     /// The ops public key (hex) commands are verified with.
     pub ops_public_key: Option<String>,
 }
@@ -52,7 +57,7 @@ impl InitPlan {
 
     /// In the state directory, not in `/etc/posguard`: the agent renews it by itself, and its
     /// configuration directory is read-only to it (docs/operations.md).
-    fn cert_path(&self) -> PathBuf {
+    pub(crate) fn cert_path(&self) -> PathBuf {
         self.state_dir.join("device.pem")
     }
 
@@ -64,7 +69,10 @@ impl InitPlan {
     pub fn agent_toml(&self) -> String {
         let se = &self.secure_element;
         let backend = match se.backend {
-            posguard_hal::Backend::Tpm => format!("backend = \"tpm\"\ntcti = \"{}\"\n", se.tcti),
+            posguard_hal::Backend::Tpm => format!(
+                "backend = \"tpm\"\ntcti = \"{}\"\nsrk_handle = {:#010x}\nidentity_handle = {:#010x}\n",
+                se.tcti, se.srk_handle, se.identity_handle
+            ),
             posguard_hal::Backend::Software => format!(
                 "backend = \"software\"\nallow_software_keys = true\nsoftware_key_dir = \"{}\"\n",
                 se.software_key_dir.display()
@@ -189,35 +197,29 @@ pub fn run(plan: &InitPlan, report: &mut Report) -> anyhow::Result<bool> {
             Ok(((), "ok".to_owned()))
         })
         .ok_or_else(|| anyhow!("TPM in lockout: nothing was changed"))?;
-    let mode = if plan.force {
-        KeyMode::Replace
-    } else {
-        KeyMode::OpenOrCreate
-    };
-    report
-        .step("device identity key in the TPM", || {
-            let key = se.ensure_identity_key(mode)?;
-            Ok::<_, anyhow::Error>((
-                (),
-                format!(
-                    "{:?} at {} (ECC P-256, non-exportable)",
-                    key.origin, key.location
-                ),
-            ))
-        })
-        .ok_or_else(|| anyhow!("no identity key: nothing else was changed"))?;
+    identity::evict_named(&se, plan, report)?;
+    let key = identity::key_step(&se, plan, report)?;
     let csr = report
         .step("certificate signing request", || {
             let pem = posguard_hal::csr::device_csr_pem(se.clone(), &plan.device_id)?;
             Ok::<_, anyhow::Error>((pem, format!("for urn:posguard:device:{}", plan.device_id)))
         })
-        .ok_or_else(|| anyhow!("no CSR: the identity key is kept; run init again (resumable)"))?;
+        .ok_or_else(|| anyhow!("no CSR: {}; run init again", key.kept()))?;
     let issued = report
         .step_slow("enrollment at the collector", || {
             let issued = enroll(plan, &csr)?;
-            Ok::<_, anyhow::Error>((issued.clone(), format!("certificate valid until unix {}", issued.not_after)))
+            Ok::<_, anyhow::Error>((
+                issued.clone(),
+                format!("certificate valid until unix {}", issued.not_after),
+            ))
         })
-        .ok_or_else(|| anyhow!("enrollment failed: the identity key is kept; fix the cause and run init again (resumable)"))?;
+        .ok_or_else(|| {
+            anyhow!(
+                "enrollment failed: {}; fix the cause and run init again",
+                key.kept()
+            )
+        })?;
+    identity::commit_step(&se, &key, &issued, &plan.cert_path(), report)?;
     report
         .step("monotonic counter", || {
             let v = se.counter_create()?;

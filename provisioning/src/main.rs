@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use posguard_hal::SecureElementConfig;
+use posguard_provision::identity;
 use posguard_provision::report::Report;
 use posguard_provision::selftest;
 
@@ -32,14 +33,36 @@ struct ElementArgs {
     /// only: keys are files, not hardware).
     #[arg(long, value_name = "DIR")]
     software_keys: Option<PathBuf>,
+    /// Persistent handle of the device identity key (default: the configuration's
+    /// `[secure_element] identity_handle`, else 0x81010001). Use a free one when another
+    /// application's object is at the default.
+    #[arg(long, value_name = "HANDLE", value_parser = identity::parse_handle)]
+    identity_handle: Option<u32>,
+    /// Persistent handle of the storage root key (default: the configuration's
+    /// `[secure_element] srk_handle`, else 0x81000001).
+    #[arg(long, value_name = "HANDLE", value_parser = identity::parse_handle)]
+    srk_handle: Option<u32>,
 }
 
 impl ElementArgs {
     fn config(&self) -> SecureElementConfig {
-        match &self.software_keys {
+        self.config_in(None)
+    }
+
+    /// The configuration, taking handles not given here from `CONFIG_DIR/agent.toml`.
+    fn config_in(&self, config_dir: Option<&std::path::Path>) -> SecureElementConfig {
+        let mut config = match &self.software_keys {
             Some(dir) => SecureElementConfig::software(dir),
             None => SecureElementConfig::tpm(self.tcti.clone()),
+        };
+        let (identity, srk) = config_dir.map_or((None, None), identity::handles_from_agent_toml);
+        if let Some(h) = self.identity_handle.or(identity) {
+            config.identity_handle = h;
         }
+        if let Some(h) = self.srk_handle.or(srk) {
+            config.srk_handle = h;
+        }
+        config
     }
 }
 
@@ -79,9 +102,15 @@ enum Command {
         /// The password is read without echo, then a current TOTP code.
         #[arg(long)]
         admin: Option<String>,
-        /// Redo everything, replacing the identity key.
+        /// Redo everything, replacing posguard's identity key once the new one is enrolled (a
+        /// failure before that leaves the old key, certificate and configuration in place).
         #[arg(long)]
         force: bool,
+        /// Evict the TPM object at HANDLE that posguard did not create (posguard never does
+        /// otherwise). Only the identity or storage root key handle of this run is accepted;
+        /// posguard's own key there is kept.
+        #[arg(long, value_name = "HANDLE", value_parser = identity::parse_handle)]
+        evict_foreign: Vec<u32>,
         #[command(flatten)]
         element: ElementArgs,
         /// Print a machine-readable JSON report instead of progress lines.
@@ -205,6 +234,7 @@ fn main() -> ExitCode {
             socket,
             admin,
             force,
+            evict_foreign,
             element,
             json,
         } => {
@@ -213,6 +243,7 @@ fn main() -> ExitCode {
                     .rsplit_once(':')
                     .map_or(collector.clone(), |(h, _)| h.to_owned())
             });
+            let secure_element = element.config_in(Some(&config_dir));
             let plan = posguard_provision::init::InitPlan {
                 collector,
                 server_name,
@@ -222,8 +253,9 @@ fn main() -> ExitCode {
                 config_dir,
                 state_dir,
                 socket: socket.clone(),
-                secure_element: element.config(),
+                secure_element,
                 force,
+                evict_foreign,
                 ops_public_key,
             };
             commands::init(&plan, admin.as_deref(), json)
@@ -242,22 +274,28 @@ fn main() -> ExitCode {
             chain,
             config_dir,
             element,
-        } => commands::install_cert(&element.config(), &chain, &config_dir),
+        } => commands::install_cert(&element.config_in(Some(&config_dir)), &chain, &config_dir),
         Command::Status {
             config_dir,
             element,
-        } => commands::status(&element.config(), &config_dir),
+        } => commands::status(&element.config_in(Some(&config_dir)), &config_dir),
         Command::Renew {
             config_dir,
             element,
-        } => commands::renew(&element.config(), &config_dir),
+        } => commands::renew(&element.config_in(Some(&config_dir)), &config_dir),
         Command::Decommission {
             config_dir,
             state_dir,
             socket,
             yes,
             element,
-        } => commands::decommission(&element.config(), &config_dir, &state_dir, &socket, yes),
+        } => commands::decommission(
+            &element.config_in(Some(&config_dir)),
+            &config_dir,
+            &state_dir,
+            &socket,
+            yes,
+        ),
         Command::Selftest {
             element,
             check_only,

@@ -1,0 +1,224 @@
+//! The identity-key steps of `init`, and the `[secure_element]` handles of every command.
+//!
+//! `init` never changes a working terminal's identity before a new one is enrolled: with
+//! `--force` a new key is staged beside the old one (it signs the CSR), and only once the
+//! collector issued its certificate is the old key replaced and the certificate written
+//! ([`commit_step`]). Until then a failure leaves the old key, certificate and configuration as
+//! they were, and the messages here say so. TPM objects posguard did not create are never used
+//! or evicted, except the one a technician names with `--evict-foreign HANDLE`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::anyhow;
+use posguard_hal::{ForeignEviction, IdentityKey, KeyMode, KeyOrigin, SecureElement};
+
+use crate::files::write_file;
+use crate::init::{InitPlan, Issued};
+use crate::report::Report;
+
+/// Parses a persistent handle as given on the command line (`0x81010002` or decimal).
+pub fn parse_handle(s: &str) -> Result<u32, String> {
+    let t = s.trim();
+    let parsed = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => t.parse::<u32>(),
+    };
+    let h =
+        parsed.map_err(|_| format!("`{s}` is not a handle: write it as hex, e.g. 0x81010002"))?;
+    if !(0x8100_0000..=0x81FF_FFFF).contains(&h) {
+        return Err(format!(
+            "{h:#010x} is not a persistent handle: choose one in 0x81000000–0x81FFFFFF, e.g. 0x81010002"
+        ));
+    }
+    Ok(h)
+}
+
+/// The `identity_handle` and `srk_handle` of the `[secure_element]` section of
+/// `CONFIG_DIR/agent.toml`, where a provisioned terminal keeps them; `None` where absent.
+pub fn handles_from_agent_toml(config_dir: &Path) -> (Option<u32>, Option<u32>) {
+    let section = std::fs::read_to_string(config_dir.join("agent.toml"))
+        .ok()
+        .and_then(|text| toml::from_str::<toml::Value>(&text).ok())
+        .and_then(|v| v.get("secure_element").cloned());
+    let get = |key: &str| {
+        section
+            .as_ref()
+            .and_then(|s| s.get(key)?.as_integer())
+            .and_then(|v| u32::try_from(v).ok())
+    };
+    (get("identity_handle"), get("srk_handle"))
+}
+
+/// Short fingerprint of a public key (SHA-256 of the SPKI, 8 bytes), to say which key.
+fn fingerprint(spki_der: &[u8]) -> String {
+    // The same form as `posguard-provision status` prints.
+    let bytes: Vec<String> = posguard_hal::sha256(spki_der)
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    bytes.join(":")
+}
+
+/// The key step's result: the key that signs the CSR, and the stored key it would replace.
+#[derive(Debug, Clone)]
+pub struct KeyStep {
+    /// The key that signs the CSR (staged under `--force`).
+    pub key: IdentityKey,
+    /// Fingerprint of posguard's stored key under `--force`, if there was one.
+    pub previous: Option<String>,
+}
+
+impl KeyStep {
+    /// What a failure before [`commit_step`] leaves behind, for the step's error message.
+    pub fn kept(&self) -> String {
+        match (self.key.origin, &self.previous) {
+            (KeyOrigin::Staged, Some(old)) => format!(
+                "nothing on this terminal changed: the identity key at {} (fingerprint {old}), \
+                 its certificate and the configuration are as before and the agent keeps working \
+                 with them; the new key was never stored",
+                self.key.location
+            ),
+            (KeyOrigin::Staged, None) => format!(
+                "nothing was stored: {} is still free and the new key was never stored",
+                self.key.location
+            ),
+            _ => format!(
+                "the identity key at {} is kept for the next run (resumable)",
+                self.key.location
+            ),
+        }
+    }
+}
+
+/// Evicts the foreign objects the technician named with `--evict-foreign`, one step each.
+pub fn evict_named(
+    se: &Arc<dyn SecureElement>,
+    plan: &InitPlan,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    for &handle in &plan.evict_foreign {
+        report
+            .step(&format!("foreign object at {handle:#010x}"), || {
+                let detail = match se.evict_foreign(handle)? {
+                    ForeignEviction::Evicted(what) => {
+                        format!("evicted, as named by --evict-foreign: {what}")
+                    }
+                    ForeignEviction::Absent => {
+                        "nothing there (already free); nothing evicted".to_owned()
+                    }
+                    ForeignEviction::Ours => {
+                        "posguard's own key is there; kept, nothing evicted".to_owned()
+                    }
+                };
+                Ok::<_, anyhow::Error>(((), detail))
+            })
+            .ok_or_else(|| {
+                anyhow!("--evict-foreign {handle:#010x} was refused: nothing else was changed")
+            })?;
+    }
+    Ok(())
+}
+
+/// Opens or creates the identity key, or with `--force` stages a new one beside it.
+pub fn key_step(
+    se: &Arc<dyn SecureElement>,
+    plan: &InitPlan,
+    report: &mut Report,
+) -> anyhow::Result<KeyStep> {
+    report
+        .step("device identity key in the TPM", || {
+            let step = if plan.force {
+                let previous = match se.ensure_identity_key(KeyMode::OpenExisting) {
+                    Ok(old) => Some(fingerprint(&old.spki_der)),
+                    Err(posguard_hal::HalError::NoIdentityKey { .. }) => None,
+                    Err(e) => return Err(e.into()),
+                };
+                KeyStep {
+                    key: se.ensure_identity_key(KeyMode::Replace)?,
+                    previous,
+                }
+            } else {
+                KeyStep {
+                    key: se.ensure_identity_key(KeyMode::OpenOrCreate)?,
+                    previous: None,
+                }
+            };
+            let detail = match (&step.key.origin, &step.previous) {
+                (KeyOrigin::Staged, Some(old)) => format!(
+                    "new key {} made beside posguard's key at {} ({old}), which stays in use \
+                     until the new key is enrolled (ECC P-256, non-exportable)",
+                    fingerprint(&step.key.spki_der),
+                    step.key.location
+                ),
+                (origin, _) => format!(
+                    "{origin:?} {} at {} (ECC P-256, non-exportable)",
+                    fingerprint(&step.key.spki_der),
+                    step.key.location
+                ),
+            };
+            Ok::<_, anyhow::Error>((step, detail))
+        })
+        .ok_or_else(|| anyhow!("no identity key: nothing else was changed"))
+}
+
+/// After enrollment: stores a staged key at the identity handle (replacing posguard's previous
+/// key) and writes the certificate issued for it at once, so the agent's key and certificate
+/// match again. Does nothing for a key that was opened or created before enrollment.
+pub fn commit_step(
+    se: &Arc<dyn SecureElement>,
+    step: &KeyStep,
+    issued: &Issued,
+    cert_path: &Path,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    if step.key.origin != KeyOrigin::Staged {
+        return Ok(());
+    }
+    report
+        .step("new identity key stored", || {
+            // One retry: a commit that failed keeps the key staged (e.g. a busy TPM).
+            let key = se
+                .commit_identity_key()
+                .or_else(|_| se.commit_identity_key())?;
+            write_file(cert_path, issued.chain_pem.as_bytes(), 0o644, None)?;
+            let what = match &step.previous {
+                Some(old) => format!("replaced posguard's previous key {old} with"),
+                None => "stored".to_owned(),
+            };
+            Ok::<_, anyhow::Error>((
+                (),
+                format!(
+                    "{what} {} at {}; its certificate written to {}",
+                    fingerprint(&key.spki_der),
+                    key.location,
+                    cert_path.display()
+                ),
+            ))
+        })
+        .ok_or_else(|| {
+            anyhow!(
+                "the certificate was issued, but storing the new key at {} failed (see the \
+                 step above); `posguard-provision status` shows which key is there now",
+                step.key.location
+            )
+        })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_parse_as_hex_or_decimal_and_must_be_persistent() {
+        assert_eq!(parse_handle("0x81010002"), Ok(0x8101_0002));
+        assert_eq!(parse_handle("0X81000001"), Ok(0x8100_0001));
+        assert_eq!(parse_handle("2164326402"), Ok(0x8101_0002));
+        for bad in ["0x01000000", "0x82000000", "handle", "0x", ""] {
+            let err = parse_handle(bad).unwrap_err();
+            assert!(err.contains("0x81010002"), "{bad}: {err}");
+        }
+    }
+}
