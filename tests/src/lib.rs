@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 pub mod damage;
+pub mod provision;
 
 /// The path of a workspace binary next to the running test executable
 /// (`target/<profile>/deps/<test>` → `target/<profile>/<name>`), or in `POSGUARD_E2E_BIN_DIR`

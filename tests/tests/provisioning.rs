@@ -9,71 +9,13 @@
 )]
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use posguard_e2e::{AgentProcess, CollectorProcess, command, free_port};
+use posguard_e2e::provision::{self, Central, central, run, token};
+use posguard_e2e::{AgentProcess, command};
 use posguard_hal::testing::Swtpm;
 use serde_json::Value;
-
-fn run(cmd: &mut std::process::Command) -> (bool, String) {
-    let out = cmd.output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
-struct Central {
-    dir: tempfile::TempDir,
-    config: PathBuf,
-    port: u16,
-}
-
-fn central() -> (Central, CollectorProcess) {
-    let dir = tempfile::tempdir().unwrap();
-    let (ok, ca) = run(command("posguard-collector")
-        .args(["ca", "init", "--dir"])
-        .arg(dir.path().join("ca"))
-        .args(["--server-name", "localhost"]));
-    assert!(ok, "{ca}");
-    let port = free_port();
-    let config = dir.path().join("collector.toml");
-    let lines: String = ca
-        .lines()
-        .filter(|l| l.contains(" = \""))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\nstore = \"{}\"\n{lines}",
-            dir.path().join("c.db").display()
-        ),
-    )
-    .unwrap();
-    let collector = CollectorProcess::start(&config, port);
-    (Central { dir, config, port }, collector)
-}
-
-fn token(c: &Central, device: &str) -> String {
-    let (ok, out) = run(command("posguard-collector")
-        .args([
-            "enroll-token",
-            "create",
-            "--device-id",
-            device,
-            "--ttl",
-            "1h",
-            "--quiet",
-            "--config",
-        ])
-        .arg(&c.config));
-    assert!(ok, "{out}");
-    out.trim().to_owned()
-}
 
 fn init(
     c: &Central,
@@ -83,26 +25,7 @@ fn init(
     token: &str,
     extra: &[&str],
 ) -> (bool, String) {
-    run(command("posguard-provision")
-        .args([
-            "init",
-            "--collector",
-            &format!("127.0.0.1:{}", c.port),
-            "--server-name",
-            "localhost",
-            "--token",
-            token,
-            "--fleet-ca",
-        ])
-        .arg(c.dir.path().join("ca/fleet-ca.pem"))
-        .args(["--device-id", "till-9", "--config-dir"])
-        .arg(etc)
-        .arg("--state-dir")
-        .arg(state)
-        .arg("--socket")
-        .arg(state.join("agent.sock"))
-        .args(["--tcti", &tpm.tcti()])
-        .args(extra))
+    provision::init(c, tpm, "till-9", (etc, state), token, extra)
 }
 
 fn mode(p: &Path) -> u32 {
