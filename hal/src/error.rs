@@ -51,9 +51,10 @@ pub enum HalError {
     #[error(
         "{what} handle {handle} holds an object posguard did not create ({found}); posguard did \
          not use it (no password was tried) and did not evict it. Either use a free handle: \
-         `posguard-provision init {option} {free}` (written to agent.toml as \
-         `[secure_element] {key} = {free}`), or, only if you know nothing else needs that object, \
-         remove it with `posguard-provision init --evict-foreign {handle}`"
+         `posguard-provision init {option} {free}` (init writes it to agent.toml as \
+         `[secure_element] {key} = {free}`; csr and selftest take the same option), or, only \
+         if you know nothing else needs that object, remove it with \
+         `posguard-provision init --evict-foreign {handle}`"
     )]
     Foreign {
         /// What posguard wanted there ("device identity key", "storage root key").

@@ -68,16 +68,23 @@ pub struct KeyStep {
     pub key: IdentityKey,
     /// Fingerprint of posguard's stored key under `--force`, if there was one.
     pub previous: Option<String>,
+    /// Whether the terminal was provisioned (its `agent.toml` existed) when the step ran.
+    pub provisioned: bool,
 }
 
 impl KeyStep {
     /// What a failure before [`commit_step`] leaves behind, for the step's error message.
     pub fn kept(&self) -> String {
         match (self.key.origin, &self.previous) {
-            (KeyOrigin::Staged, Some(old)) => format!(
+            (KeyOrigin::Staged, Some(old)) if self.provisioned => format!(
                 "nothing on this terminal changed: the identity key at {} (fingerprint {old}), \
                  its certificate and the configuration are as before and the agent keeps working \
                  with them; the new key was never stored",
+                self.key.location
+            ),
+            (KeyOrigin::Staged, Some(old)) => format!(
+                "nothing on this terminal changed: posguard's identity key at {} (fingerprint \
+                 {old}) is kept; the new key was never stored",
                 self.key.location
             ),
             (KeyOrigin::Staged, None) => format!(
@@ -138,11 +145,13 @@ pub fn key_step(
                 KeyStep {
                     key: se.ensure_identity_key(KeyMode::Replace)?,
                     previous,
+                    provisioned: plan.config_path().exists(),
                 }
             } else {
                 KeyStep {
                     key: se.ensure_identity_key(KeyMode::OpenOrCreate)?,
                     previous: None,
+                    provisioned: plan.config_path().exists(),
                 }
             };
             let detail = match (&step.key.origin, &step.previous) {
