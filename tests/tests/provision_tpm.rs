@@ -59,6 +59,11 @@ impl Terminal {
     /// Starts the real agent (heartbeat every second) and waits until the collector
     /// acknowledged a batch over mTLS with the TPM key: the identity works end to end.
     fn agent_ships(&self) {
+        assert!(self.shipping_agent().stop().success());
+    }
+
+    /// [`Terminal::agent_ships`], leaving the agent running.
+    fn shipping_agent(&self) -> AgentProcess {
         let config = self.etc.join("agent.toml");
         let mut text = std::fs::read_to_string(&config).unwrap();
         if !text.contains("heartbeat_secs") {
@@ -78,7 +83,7 @@ impl Terminal {
             // Polling interval while waiting for the first acknowledgement.
             std::thread::sleep(Duration::from_millis(100));
         }
-        assert!(agent.stop().success());
+        agent
     }
 }
 
@@ -312,13 +317,41 @@ fn foreign_objects_are_never_used_tried_or_evicted_and_the_offered_handle_works(
         assert!(config.contains(&format!("{key} = {free}")), "{config}");
         assert_eq!(public_area(&tpm, foreign.handle()), planted, "{foreign:?}");
         assert_eq!(lockout_counter(&tpm), da, "{foreign:?}");
-        // The agent finds its key at the written handle and ships with it.
-        t.agent_ships();
         // status reads the handles from agent.toml.
         let (ok, out) = run(command("posguard-provision")
             .args(["status", "--tcti", &tpm.tcti(), "--config-dir"])
             .arg(&t.etc));
         assert!(out.contains("fingerprint"), "{foreign:?}: {ok} {out}");
+        // The agent finds its key at the written handle and ships with it; decommissioning
+        // (handles from agent.toml too) evicts posguard's key and leaves the other object.
+        let agent = t.shipping_agent();
+        let (ok, out) = run(command("posguard-provision")
+            .args([
+                "decommission",
+                "--yes",
+                "--tcti",
+                &tpm.tcti(),
+                "--config-dir",
+            ])
+            .arg(&t.etc)
+            .arg("--state-dir")
+            .arg(&t.state)
+            .arg("--socket")
+            .arg(t.state.join("agent.sock")));
+        assert!(ok, "{foreign:?}: {out}");
+        drop(agent);
+        assert_eq!(public_area(&tpm, foreign.handle()), planted, "{foreign:?}");
+        if let Foreign::RsaAtSrk = foreign {
+            assert!(
+                !public_area(&tpm, IDENTITY).contains("name:"),
+                "{foreign:?}"
+            );
+        } else {
+            assert!(
+                !public_area(&tpm, free).contains("name:"),
+                "{foreign:?}: {free} evicted"
+            );
+        }
         if let Foreign::PasswordP256 = foreign {
             // The counter does see a wrong password on that key: the checks above could fail.
             let msg = t.etc.join("msg");
