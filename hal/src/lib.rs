@@ -130,8 +130,8 @@ pub trait SecureElement: Send + Sync + std::fmt::Debug {
     fn commit_identity_key(&self) -> Result<IdentityKey, HalError>;
 
     /// Evicts the object at `handle` if posguard did not create it: the technician's explicit,
-    /// named confirmation (`--evict-foreign HANDLE`). Only the configured identity or storage
-    /// root key handle is accepted; posguard's own objects are kept.
+    /// named confirmation (`--evict-foreign HANDLE`). Only the configured identity key, storage
+    /// root key or counter handle is accepted; posguard's own objects are kept.
     fn evict_foreign(&self, handle: u32) -> Result<ForeignEviction, HalError>;
 
     /// SPKI DER of the identity public key. Fails with [`HalError::NoIdentityKey`] if absent.

@@ -147,27 +147,49 @@ fn an_occupied_identity_handle_is_refused_and_nothing_is_evicted() {
 }
 
 #[test]
-fn an_nv_index_that_is_not_a_counter_is_refused() {
-    let tpm = Swtpm::start().unwrap();
+fn an_nv_index_posguard_did_not_define_is_refused_until_named() {
     let index = format!("{DEFAULT_COUNTER_INDEX:#010x}");
-    let out = tpm
-        .tpm2(
-            "tpm2_nvdefine",
-            &[&index, "-C", "o", "-s", "32", "-a", "ownerread|ownerwrite"],
-        )
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    {
+    // Not a counter; and another application's counter (index auth, DA-protected).
+    for (size, attributes) in [
+        ("32", "ownerread|ownerwrite"),
+        ("8", "nt=counter|ownerread|ownerwrite|authread|authwrite"),
+    ] {
+        let tpm = Swtpm::start().unwrap();
+        let out = tpm
+            .tpm2(
+                "tpm2_nvdefine",
+                &[&index, "-C", "o", "-s", size, "-a", attributes],
+            )
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        let before = text(&tpm.tpm2("tpm2_nvreadpublic", &[&index]).unwrap());
+        {
+            let se = posguard_hal::open(&tpm.config()).unwrap();
+            let err = se.counter_create().unwrap_err();
+            assert!(matches!(err, HalError::Foreign { .. }), "{err}");
+            let msg = err.to_string();
+            assert!(msg.contains("--counter-index 0x01005048"), "{msg}");
+            assert!(
+                se.destroy().is_err(),
+                "destroy must not undefine someone else's index"
+            );
+        }
+        assert_eq!(
+            text(&tpm.tpm2("tpm2_nvreadpublic", &[&index]).unwrap()),
+            before
+        );
         let se = posguard_hal::open(&tpm.config()).unwrap();
-        let err = se.counter_create().unwrap_err();
-        assert!(matches!(err, HalError::Occupied { .. }), "{err}");
-        assert!(
-            se.destroy().is_err(),
-            "destroy must not undefine someone else's index"
+        assert!(matches!(
+            se.evict_foreign(DEFAULT_COUNTER_INDEX).unwrap(),
+            ForeignEviction::Evicted(_)
+        ));
+        let v = se.counter_create().unwrap();
+        assert_eq!(se.counter_increment().unwrap(), v + 1);
+        assert_eq!(
+            se.evict_foreign(DEFAULT_COUNTER_INDEX).unwrap(),
+            ForeignEviction::Ours
         );
     }
-    let out = tpm.tpm2("tpm2_nvreadpublic", &[&index]).unwrap();
-    assert!(text(&out).contains("size: 32"), "{}", text(&out));
 }
 
 #[test]

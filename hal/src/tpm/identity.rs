@@ -212,7 +212,9 @@ impl TpmState {
     /// The technician's named eviction of an object posguard did not create, at the identity
     /// or storage root key handle only.
     pub(crate) fn evict_foreign(&mut self, handle: u32) -> Result<ForeignEviction, HalError> {
-        let template = if handle == self.identity_handle {
+        let template = if handle == self.counter_index {
+            return self.undefine_foreign_counter();
+        } else if handle == self.identity_handle {
             identity_template()?
         } else if handle == self.srk_handle {
             srk_template()?
@@ -221,10 +223,11 @@ impl TpmState {
                 handle: hex(handle),
                 reason: format!(
                     "posguard evicts only at the handles it is configured to use (identity key \
-                     {}, storage root key {}); name one of those, or give posguard another \
-                     handle with --identity-handle / --srk-handle",
+                     {}, storage root key {}, counter {}); name one of those, or give posguard \
+                     another one with --identity-handle / --srk-handle / --counter-index",
                     hex(self.identity_handle),
-                    hex(self.srk_handle)
+                    hex(self.srk_handle),
+                    hex(self.counter_index)
                 ),
             });
         };

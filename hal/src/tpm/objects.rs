@@ -257,11 +257,11 @@ impl TpmState {
         Ok(())
     }
 
-    /// The persistent handles in use, for suggesting a free one. Bounded: a TPM holds a few
-    /// dozen persistent objects at most.
-    fn persistent_handles(&mut self) -> Result<Vec<u32>, HalError> {
+    /// The handles in use of the type of `first` (persistent objects, NV indexes), for
+    /// suggesting a free one. Bounded: a TPM holds a few dozen of each at most.
+    fn handles_in_use(&mut self, first: u32) -> Result<Vec<u32>, HalError> {
         let mut used = Vec::new();
-        let mut next = 0x8100_0000u32;
+        let mut next = first;
         for _ in 0..16 {
             let (data, more) = self
                 .ctx
@@ -285,21 +285,28 @@ impl TpmState {
         Ok(used)
     }
 
-    /// The first free persistent handle after `place`'s configured one (within 256), as hex.
+    /// The first free handle of the same type after `start` (within 256), as hex.
     fn free_handle_after(&mut self, start: u32) -> String {
-        let used = self.persistent_handles().unwrap_or_default();
-        let taken = [self.srk_handle, self.identity_handle];
+        let kind = start & 0xFF00_0000;
+        let used = self.handles_in_use(kind).unwrap_or_default();
+        let taken = [self.srk_handle, self.identity_handle, self.counter_index];
         (start.saturating_add(1)..start.saturating_add(256))
-            .find(|h| !used.contains(h) && !taken.contains(h) && *h <= 0x81FF_FFFF)
+            .find(|h| !used.contains(h) && !taken.contains(h) && *h & 0xFF00_0000 == kind)
             .map(hex)
             .unwrap_or_else(|| {
-                "HANDLE (a free one: `tpm2_getcap handles-persistent` lists those in use)"
+                "HANDLE (a free one: `tpm2_getcap handles-persistent` or `handles-nv-index` \
+                 lists those in use)"
                     .to_owned()
             })
     }
 
     /// The error for an object posguard did not create at one of its handles.
     pub(super) fn foreign(&mut self, place: ForeignPlace, public: &Public) -> HalError {
+        self.foreign_described(place, describe(public))
+    }
+
+    /// [`TpmState::foreign`] with the description made by the caller (NV indexes).
+    pub(super) fn foreign_described(&mut self, place: ForeignPlace, found: String) -> HalError {
         let (what, handle, option, key) = match place {
             ForeignPlace::Srk => (
                 "storage root key",
@@ -313,11 +320,17 @@ impl TpmState {
                 "--identity-handle",
                 "identity_handle",
             ),
+            ForeignPlace::Counter => (
+                "monotonic counter",
+                self.counter_index,
+                "--counter-index",
+                "counter_index",
+            ),
         };
         HalError::Foreign {
             what,
             handle: hex(handle),
-            found: describe(public),
+            found,
             option,
             key,
             free: self.free_handle_after(handle),
@@ -330,4 +343,5 @@ impl TpmState {
 pub(super) enum ForeignPlace {
     Srk,
     Identity,
+    Counter,
 }
