@@ -17,15 +17,18 @@ use crate::files::write_file;
 use crate::init::{InitPlan, Issued};
 use crate::report::Report;
 
-/// Parses a persistent handle as given on the command line (`0x81010002` or decimal).
-pub fn parse_handle(s: &str) -> Result<u32, String> {
+fn parse_number(s: &str, example: &str) -> Result<u32, String> {
     let t = s.trim();
     let parsed = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
         Some(hex) => u32::from_str_radix(hex, 16),
         None => t.parse::<u32>(),
     };
-    let h =
-        parsed.map_err(|_| format!("`{s}` is not a handle: write it as hex, e.g. 0x81010002"))?;
+    parsed.map_err(|_| format!("`{s}` is not a handle: write it as hex, e.g. {example}"))
+}
+
+/// Parses a persistent handle as given on the command line (`0x81010002` or decimal).
+pub fn parse_handle(s: &str) -> Result<u32, String> {
+    let h = parse_number(s, "0x81010002")?;
     if !(0x8100_0000..=0x81FF_FFFF).contains(&h) {
         return Err(format!(
             "{h:#010x} is not a persistent handle: choose one in 0x81000000–0x81FFFFFF, e.g. 0x81010002"
@@ -34,9 +37,38 @@ pub fn parse_handle(s: &str) -> Result<u32, String> {
     Ok(h)
 }
 
-/// The `identity_handle` and `srk_handle` of the `[secure_element]` section of
-/// `CONFIG_DIR/agent.toml`, where a provisioned terminal keeps them; `None` where absent.
-pub fn handles_from_agent_toml(config_dir: &Path) -> (Option<u32>, Option<u32>) {
+/// Parses an NV index as given on the command line (`0x01005048` or decimal).
+pub fn parse_nv_index(s: &str) -> Result<u32, String> {
+    let h = parse_number(s, "0x01005048")?;
+    if !(0x0100_0000..=0x01FF_FFFF).contains(&h) {
+        return Err(format!(
+            "{h:#010x} is not an NV index: choose one in 0x01000000–0x01FFFFFF, e.g. 0x01005048"
+        ));
+    }
+    Ok(h)
+}
+
+/// Parses what `--evict-foreign` names: a persistent handle or an NV index.
+pub fn parse_any_handle(s: &str) -> Result<u32, String> {
+    parse_handle(s).or_else(|_| parse_nv_index(s)).map_err(|_| {
+        format!("`{s}` is neither a persistent handle (0x81…) nor an NV index (0x01…)")
+    })
+}
+
+/// `[secure_element]` places a provisioned terminal keeps in `agent.toml`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Places {
+    /// `identity_handle`.
+    pub identity: Option<u32>,
+    /// `srk_handle`.
+    pub srk: Option<u32>,
+    /// `counter_index`.
+    pub counter: Option<u32>,
+}
+
+/// The places of the `[secure_element]` section of `CONFIG_DIR/agent.toml`; `None` where
+/// absent.
+pub fn places_from_agent_toml(config_dir: &Path) -> Places {
     let section = std::fs::read_to_string(config_dir.join("agent.toml"))
         .ok()
         .and_then(|text| toml::from_str::<toml::Value>(&text).ok())
@@ -47,7 +79,11 @@ pub fn handles_from_agent_toml(config_dir: &Path) -> (Option<u32>, Option<u32>) 
             .and_then(|s| s.get(key)?.as_integer())
             .and_then(|v| u32::try_from(v).ok())
     };
-    (get("identity_handle"), get("srk_handle"))
+    Places {
+        identity: get("identity_handle"),
+        srk: get("srk_handle"),
+        counter: get("counter_index"),
+    }
 }
 
 /// Short fingerprint of a public key (SHA-256 of the SPKI, 8 bytes), to say which key.
@@ -116,7 +152,7 @@ pub fn evict_named(
                         "nothing there (already free); nothing evicted".to_owned()
                     }
                     ForeignEviction::Ours => {
-                        "posguard's own key is there; kept, nothing evicted".to_owned()
+                        "posguard's own object is there; kept, nothing evicted".to_owned()
                     }
                 };
                 Ok::<_, anyhow::Error>(((), detail))
@@ -229,5 +265,10 @@ mod tests {
             let err = parse_handle(bad).unwrap_err();
             assert!(err.contains("0x81010002"), "{bad}: {err}");
         }
+        assert_eq!(parse_nv_index("0x01005048"), Ok(0x0100_5048));
+        assert!(parse_nv_index("0x81010002").is_err());
+        assert_eq!(parse_any_handle("0x01005047"), Ok(0x0100_5047));
+        assert_eq!(parse_any_handle("0x81010001"), Ok(0x8101_0001));
+        assert!(parse_any_handle("0x02000000").is_err());
     }
 }

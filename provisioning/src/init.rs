@@ -70,8 +70,8 @@ impl InitPlan {
         let se = &self.secure_element;
         let backend = match se.backend {
             posguard_hal::Backend::Tpm => format!(
-                "backend = \"tpm\"\ntcti = \"{}\"\nsrk_handle = {:#010x}\nidentity_handle = {:#010x}\n",
-                se.tcti, se.srk_handle, se.identity_handle
+                "backend = \"tpm\"\ntcti = \"{}\"\nsrk_handle = {:#010x}\nidentity_handle = {:#010x}\ncounter_index = {:#010x}\n",
+                se.tcti, se.srk_handle, se.identity_handle, se.counter_index
             ),
             posguard_hal::Backend::Software => format!(
                 "backend = \"software\"\nallow_software_keys = true\nsoftware_key_dir = \"{}\"\n",

@@ -42,6 +42,10 @@ struct ElementArgs {
     /// `[secure_element] srk_handle`, else 0x81000001).
     #[arg(long, value_name = "HANDLE", value_parser = identity::parse_handle)]
     srk_handle: Option<u32>,
+    /// NV index of the monotonic counter (default: the configuration's
+    /// `[secure_element] counter_index`, else 0x01005047).
+    #[arg(long, value_name = "INDEX", value_parser = identity::parse_nv_index)]
+    counter_index: Option<u32>,
 }
 
 impl ElementArgs {
@@ -55,12 +59,17 @@ impl ElementArgs {
             Some(dir) => SecureElementConfig::software(dir),
             None => SecureElementConfig::tpm(self.tcti.clone()),
         };
-        let (identity, srk) = config_dir.map_or((None, None), identity::handles_from_agent_toml);
-        if let Some(h) = self.identity_handle.or(identity) {
+        let kept = config_dir
+            .map(identity::places_from_agent_toml)
+            .unwrap_or_default();
+        if let Some(h) = self.identity_handle.or(kept.identity) {
             config.identity_handle = h;
         }
-        if let Some(h) = self.srk_handle.or(srk) {
+        if let Some(h) = self.srk_handle.or(kept.srk) {
             config.srk_handle = h;
+        }
+        if let Some(h) = self.counter_index.or(kept.counter) {
+            config.counter_index = h;
         }
         config
     }
@@ -107,9 +116,9 @@ enum Command {
         #[arg(long)]
         force: bool,
         /// Evict the TPM object at HANDLE that posguard did not create (posguard never does
-        /// otherwise). Only the identity or storage root key handle of this run is accepted;
-        /// posguard's own key there is kept.
-        #[arg(long, value_name = "HANDLE", value_parser = identity::parse_handle)]
+        /// otherwise). Only the identity key, storage root key or counter handle of this run is
+        /// accepted; posguard's own object there is kept.
+        #[arg(long, value_name = "HANDLE", value_parser = identity::parse_any_handle)]
         evict_foreign: Vec<u32>,
         #[command(flatten)]
         element: ElementArgs,
