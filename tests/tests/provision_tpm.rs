@@ -428,9 +428,61 @@ fn only_a_named_handle_is_evicted_and_the_output_names_what() {
         &["--force", "--evict-foreign", IDENTITY],
     );
     assert!(
-        !ok && out.contains("posguard's own key is there; kept"),
+        !ok && out.contains("posguard's own object is there; kept"),
         "{out}"
     );
     assert!(out.contains("nothing on this terminal changed"), "{out}");
     t.agent_ships();
+}
+
+#[test]
+fn another_applications_counter_at_the_counter_index_is_not_adopted() {
+    let (c, _collector) = central();
+    let tpm = Swtpm::start().unwrap();
+    let index = "0x01005047";
+    // An 8-byte counter with its own password, dictionary-attack protected.
+    tpm2_ok(
+        &tpm,
+        "tpm2_nvdefine",
+        &[
+            index,
+            "-C",
+            "o",
+            "-s",
+            "8",
+            "-p",
+            "another-apps-secret",
+            "-a",
+            "nt=counter|ownerread|ownerwrite|authread|authwrite",
+        ],
+    );
+    let planted = String::from_utf8_lossy(&tpm.tpm2("tpm2_nvreadpublic", &[index]).unwrap().stdout)
+        .into_owned();
+    let t = Terminal::new();
+    let (ok, out) = init(&c, &tpm, "till-n", t.dirs(), &token(&c, "till-n"), &[]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(&format!(
+            "handle {index} holds an object posguard did not create"
+        )) && out.contains("--counter-index 0x01005048"),
+        "{out}"
+    );
+    assert!(!t.etc.join("agent.toml").exists());
+    // The counter step comes after enrollment today: the rerun needs a new token.
+    let (ok, out) = init(
+        &c,
+        &tpm,
+        "till-n",
+        t.dirs(),
+        &token(&c, "till-n"),
+        &["--counter-index", "0x01005048"],
+    );
+    assert!(ok, "{out}");
+    let config = std::fs::read_to_string(t.etc.join("agent.toml")).unwrap();
+    assert!(config.contains("counter_index = 0x01005048"), "{config}");
+    t.agent_ships();
+    let now = String::from_utf8_lossy(&tpm.tpm2("tpm2_nvreadpublic", &[index]).unwrap().stdout)
+        .into_owned();
+    assert_eq!(now, planted, "the other counter is untouched");
+    assert_eq!(lockout_counter(&tpm), 0);
 }
