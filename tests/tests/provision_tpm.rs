@@ -14,195 +14,16 @@
     clippy::panic
 )]
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+#[path = "provision_tpm/terminal.rs"]
+mod terminal;
+#[path = "provision_tpm/tpm.rs"]
+mod tpm;
 
 use posguard_e2e::provision::{central, init, run, token};
-use posguard_e2e::{AgentProcess, CollectorProcess, agent_status, command};
+use posguard_e2e::{CollectorProcess, command};
 use posguard_hal::testing::Swtpm;
-
-const IDENTITY: &str = "0x81010001";
-const SRK: &str = "0x81000001";
-
-/// A terminal's directories.
-struct Terminal {
-    _dir: tempfile::TempDir,
-    etc: PathBuf,
-    state: PathBuf,
-}
-
-impl Terminal {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let (etc, state) = (dir.path().join("etc"), dir.path().join("state"));
-        Terminal {
-            _dir: dir,
-            etc,
-            state,
-        }
-    }
-
-    fn dirs(&self) -> (&Path, &Path) {
-        (&self.etc, &self.state)
-    }
-
-    /// What a forced re-provisioning must not change when it fails.
-    fn snapshot(&self, tpm: &Swtpm) -> (String, Vec<u8>, Vec<u8>, Vec<u8>) {
-        (
-            public_area(tpm, IDENTITY),
-            std::fs::read(self.state.join("device.pem")).unwrap(),
-            std::fs::read(self.etc.join("agent.toml")).unwrap(),
-            std::fs::read(self.state.join("datakey.sealed")).unwrap(),
-        )
-    }
-
-    /// Starts the real agent (heartbeat every second) and waits until the collector
-    /// acknowledged a batch over mTLS with the TPM key: the identity works end to end.
-    fn agent_ships(&self) {
-        assert!(self.shipping_agent().stop().success());
-    }
-
-    /// [`Terminal::agent_ships`], leaving the agent running.
-    fn shipping_agent(&self) -> AgentProcess {
-        let config = self.etc.join("agent.toml");
-        let mut text = std::fs::read_to_string(&config).unwrap();
-        if !text.contains("heartbeat_secs") {
-            // [uplink] is the last section init writes.
-            text.push_str("heartbeat_secs = 1\n");
-            std::fs::write(&config, text).unwrap();
-        }
-        let socket = self.state.join("agent.sock");
-        let agent = AgentProcess::start(&config, &socket);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let s = agent_status(&socket);
-            if s["uplink"]["batches_acked"].as_u64().unwrap_or(0) > 0 {
-                break;
-            }
-            assert!(Instant::now() < deadline, "nothing acknowledged: {s}");
-            // Polling interval while waiting for the first acknowledgement.
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        agent
-    }
-}
-
-/// `tpm2_readpublic` of a handle (its name and public area), or its error.
-fn public_area(tpm: &Swtpm, handle: &str) -> String {
-    let out = tpm.tpm2("tpm2_readpublic", &["-c", handle]).unwrap();
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// TPM2_PT_LOCKOUT_COUNTER: the dictionary-attack failures the TPM has counted.
-fn lockout_counter(tpm: &Swtpm) -> u64 {
-    let out = tpm.tpm2("tpm2_getcap", &["properties-variable"]).unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
-        .lines()
-        .find(|l| l.contains("TPM2_PT_LOCKOUT_COUNTER"))
-        .unwrap_or_else(|| panic!("no lockout counter in {text}"));
-    let value = line.rsplit(':').next().unwrap().trim();
-    u64::from_str_radix(value.trim_start_matches("0x"), 16).unwrap()
-}
-
-fn tpm2_ok(tpm: &Swtpm, tool: &str, args: &[&str]) {
-    let out = tpm.tpm2(tool, args).unwrap();
-    assert!(
-        out.status.success(),
-        "{tool} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// What another application may have left at one of posguard's handles.
-#[derive(Debug, Clone, Copy)]
-enum Foreign {
-    /// A P-256 signing key with a password and without noDA: each wrong password counts
-    /// towards lockout. Its attributes are those posguard's key had minus noDA.
-    PasswordP256,
-    /// tpm2-tools' default P-256 key (sign and decrypt), no password.
-    DefaultP256,
-    /// An RSA storage primary.
-    RsaPrimary,
-    /// An RSA storage primary at the storage root key's handle.
-    RsaAtSrk,
-}
-
-impl Foreign {
-    fn handle(self) -> &'static str {
-        match self {
-            Foreign::RsaAtSrk => SRK,
-            _ => IDENTITY,
-        }
-    }
-
-    /// The option and free handle the refusal must offer.
-    fn advice(self) -> (&'static str, &'static str) {
-        match self {
-            Foreign::RsaAtSrk => ("--srk-handle", "0x81000002"),
-            _ => ("--identity-handle", "0x81010002"),
-        }
-    }
-
-    fn plant(self, tpm: &Swtpm) {
-        let dir = tempfile::tempdir().unwrap();
-        let p = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
-        let (primary, public, private, key) =
-            (p("primary.ctx"), p("k.pub"), p("k.priv"), p("k.ctx"));
-        match self {
-            Foreign::RsaPrimary | Foreign::RsaAtSrk => {
-                tpm2_ok(
-                    tpm,
-                    "tpm2_createprimary",
-                    &["-C", "o", "-G", "rsa2048", "-c", &key],
-                );
-            }
-            Foreign::PasswordP256 | Foreign::DefaultP256 => {
-                tpm2_ok(
-                    tpm,
-                    "tpm2_createprimary",
-                    &["-C", "o", "-G", "ecc256", "-c", &primary],
-                );
-                let mut args = vec![
-                    "-C",
-                    &primary,
-                    "-G",
-                    "ecc256:ecdsa-sha256",
-                    "-u",
-                    &public,
-                    "-r",
-                    &private,
-                ];
-                if let Foreign::PasswordP256 = self {
-                    args.extend([
-                        "-p",
-                        "another-apps-secret",
-                        "-a",
-                        "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|sign",
-                    ]);
-                }
-                tpm2_ok(tpm, "tpm2_create", &args);
-                tpm.flush_after_kill().unwrap();
-                tpm2_ok(
-                    tpm,
-                    "tpm2_load",
-                    &["-C", &primary, "-u", &public, "-r", &private, "-c", &key],
-                );
-            }
-        }
-        tpm2_ok(
-            tpm,
-            "tpm2_evictcontrol",
-            &["-C", "o", "-c", &key, self.handle()],
-        );
-        // tpm2-tools without a resource manager leave their transient objects loaded.
-        tpm.flush_after_kill().unwrap();
-    }
-}
+use terminal::{Terminal, fingerprint};
+use tpm::{Foreign, IDENTITY, lockout_counter, public_area, tpm2_ok};
 
 #[test]
 fn a_forced_reprovisioning_keeps_the_working_identity_until_the_new_one_is_enrolled() {
@@ -254,19 +75,6 @@ fn a_forced_reprovisioning_keeps_the_working_identity_until_the_new_one_is_enrol
         .arg(&t.etc));
     assert!(status.contains(&format!("fingerprint {new}")), "{status}");
     assert_eq!(lockout_counter(&tpm), 0);
-}
-
-/// The fingerprint `posguard-provision` prints for the key of a PEM certificate: SHA-256 of its
-/// SubjectPublicKeyInfo, 8 bytes.
-fn fingerprint(pem: &[u8]) -> String {
-    let (_, pem) = x509_parser::pem::parse_x509_pem(pem).unwrap();
-    let cert = pem.parse_x509().unwrap();
-    let digest = ring::digest::digest(&ring::digest::SHA256, cert.public_key().raw);
-    let bytes: Vec<String> = digest.as_ref()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    bytes.join(":")
 }
 
 #[test]
