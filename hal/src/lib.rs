@@ -57,8 +57,8 @@ pub enum KeyMode {
     OpenExisting,
     /// Open the key if it exists, create it if not. Never replaces anything.
     OpenOrCreate,
-    /// Make a new key beside the current one (provisioning `--force`) without touching it: from
-    /// now on this handle's `identity_public_key` and `sign_digest` use the new key, but what is
+    /// Make a new key beside the current one (provisioning `--force --new-key`) without touching
+    /// it: from now on this handle's `identity_public_key` and `sign_digest` use the new key, but what is
     /// stored at the configured place changes only at [`SecureElement::commit_identity_key`].
     /// Dropped without a commit, the new key is gone and the old one is as it was. An object
     /// posguard did not create at the configured place is refused, never replaced.
@@ -118,7 +118,7 @@ pub trait SecureElement: Send + Sync + std::fmt::Debug {
     fn info(&self) -> BackendInfo;
 
     /// Creates or opens the device identity key (ECC P-256, signing only, non-exportable in a
-    /// TPM). Opening never replaces; [`KeyMode::Replace`] stages a new key (`force` maps to it).
+    /// TPM). Opening never replaces; [`KeyMode::Replace`] stages a new key (`--force --new-key`).
     /// An object at the configured place that posguard did not create is never used (so no
     /// authorisation is tried on it) nor evicted: [`HalError::Foreign`].
     fn ensure_identity_key(&self, mode: KeyMode) -> Result<IdentityKey, HalError>;

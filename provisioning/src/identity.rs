@@ -1,7 +1,8 @@
 //! The identity-key steps of `init`, and the `[secure_element]` handles of every command.
 //!
-//! `init` never changes a working terminal's identity before a new one is enrolled: with
-//! `--force` a new key is staged beside the old one (it signs the CSR), and only once the
+//! `init --force` re-enrolls posguard's own key: the terminal's journal stays signed by the
+//! same identity. `--force --new-key` never changes a working terminal's identity before a new
+//! one is enrolled: a new key is staged beside the old one (it signs the CSR), and only once the
 //! collector issued its certificate is the old key replaced and the certificate written
 //! ([`commit_step`]). Until then a failure leaves the old key, certificate and configuration as
 //! they were, and the messages here say so. TPM objects posguard did not create are never used
@@ -111,24 +112,30 @@ pub struct KeyStep {
 impl KeyStep {
     /// What a failure before [`commit_step`] leaves behind, for the step's error message.
     pub fn kept(&self) -> String {
-        match (self.key.origin, &self.previous) {
-            (KeyOrigin::Staged, Some(old)) if self.provisioned => format!(
-                "nothing on this terminal changed: the identity key at {} (fingerprint {old}), \
+        let staged = self.key.origin == KeyOrigin::Staged;
+        let never = if staged {
+            "; the new key was never stored"
+        } else {
+            ""
+        };
+        let kept = self
+            .previous
+            .clone()
+            .or_else(|| (!staged).then(|| fingerprint(&self.key.spki_der)));
+        match kept {
+            Some(fp) if self.provisioned => format!(
+                "nothing on this terminal changed: the identity key at {} (fingerprint {fp}), \
                  its certificate and the configuration are as before and the agent keeps working \
-                 with them; the new key was never stored",
+                 with them{never}",
                 self.key.location
             ),
-            (KeyOrigin::Staged, Some(old)) => format!(
-                "nothing on this terminal changed: posguard's identity key at {} (fingerprint \
-                 {old}) is kept; the new key was never stored",
+            Some(fp) => format!(
+                "posguard's identity key at {} (fingerprint {fp}) is kept for the next run \
+                 (resumable){never}",
                 self.key.location
             ),
-            (KeyOrigin::Staged, None) => format!(
-                "nothing was stored: {} is still free and the new key was never stored",
-                self.key.location
-            ),
-            _ => format!(
-                "the identity key at {} is kept for the next run (resumable)",
+            None => format!(
+                "nothing was stored: {} is still free{never}",
                 self.key.location
             ),
         }
@@ -172,7 +179,7 @@ pub fn key_step(
 ) -> anyhow::Result<KeyStep> {
     report
         .step("device identity key in the TPM", || {
-            let step = if plan.force {
+            let step = if plan.force && plan.new_key {
                 let previous = match se.ensure_identity_key(KeyMode::OpenExisting) {
                     Ok(old) => Some(fingerprint(&old.spki_der)),
                     Err(posguard_hal::HalError::NoIdentityKey { .. }) => None,
@@ -194,6 +201,11 @@ pub fn key_step(
                 (KeyOrigin::Staged, Some(old)) => format!(
                     "new key {} made beside posguard's key at {} ({old}), which stays in use \
                      until the new key is enrolled (ECC P-256, non-exportable)",
+                    fingerprint(&step.key.spki_der),
+                    step.key.location
+                ),
+                (KeyOrigin::Opened, _) if plan.force => format!(
+                    "posguard's key {} at {} kept and enrolled again (--new-key replaces it)",
                     fingerprint(&step.key.spki_der),
                     step.key.location
                 ),
@@ -228,14 +240,18 @@ pub fn commit_step(
                 .commit_identity_key()
                 .or_else(|_| se.commit_identity_key())?;
             write_file(cert_path, issued.chain_pem.as_bytes(), 0o644, None)?;
-            let what = match &step.previous {
-                Some(old) => format!("replaced posguard's previous key {old} with"),
-                None => "stored".to_owned(),
+            let (what, note) = match &step.previous {
+                Some(old) => (
+                    format!("replaced posguard's previous key {old} with"),
+                    "; the collector accepts this key's journal under a device id it has not \
+                     seen with the previous key (docs/provisioning.md, \"A new identity key\")",
+                ),
+                None => ("stored".to_owned(), ""),
             };
             Ok::<_, anyhow::Error>((
                 (),
                 format!(
-                    "{what} {} at {}; its certificate written to {}",
+                    "{what} {} at {}; its certificate written to {}{note}",
                     fingerprint(&key.spki_der),
                     key.location,
                     cert_path.display()

@@ -1,8 +1,8 @@
 //! `posguard-provision init`: bring up a terminal. Each step prints its result and time. The
 //! terminal's files are written only after the collector issued the certificate, so a failure
 //! before that changes nothing but the TPM key (which the next run reuses: resumable), and a
-//! provisioned terminal is left alone unless `--force`, which keeps the old identity key until
-//! the new one is enrolled (`identity`).
+//! provisioned terminal is left alone unless `--force`, which enrolls the same identity key
+//! again or, with `--new-key`, keeps the old one until the new one is enrolled (`identity`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -40,8 +40,10 @@ pub struct InitPlan {
     pub socket: PathBuf,
     /// The secure element.
     pub secure_element: SecureElementConfig,
-    /// Replace an existing provisioning; the TPM key only once the new one is enrolled.
+    /// Replace an existing provisioning, enrolling posguard's identity key again.
     pub force: bool,
+    /// With `force`: replace the identity key too, once the new one is enrolled.
+    pub new_key: bool,
     /// Handles holding TPM objects posguard did not create that the technician named for
     /// eviction (`--evict-foreign`).
     pub evict_foreign: Vec<u32>,

@@ -111,10 +111,15 @@ enum Command {
         /// The password is read without echo, then a current TOTP code.
         #[arg(long)]
         admin: Option<String>,
-        /// Redo everything, replacing posguard's identity key once the new one is enrolled (a
-        /// failure before that leaves the old key, certificate and configuration in place).
+        /// Redo everything on a provisioned terminal: a new certificate for posguard's identity
+        /// key (kept), new configuration. A failure before the end changes nothing.
         #[arg(long)]
         force: bool,
+        /// With --force: replace the identity key too, once the new one is enrolled (a failure
+        /// before that leaves the old key, certificate and configuration in place). The journal
+        /// already on the terminal stays signed by the old key.
+        #[arg(long, requires = "force")]
+        new_key: bool,
         /// Evict the TPM object at HANDLE that posguard did not create (posguard never does
         /// otherwise). Only the identity key, storage root key or counter handle of this run is
         /// accepted; posguard's own object there is kept.
@@ -243,6 +248,7 @@ fn main() -> ExitCode {
             socket,
             admin,
             force,
+            new_key,
             evict_foreign,
             element,
             json,
@@ -264,6 +270,7 @@ fn main() -> ExitCode {
                 socket: socket.clone(),
                 secure_element,
                 force,
+                new_key,
                 evict_foreign,
                 ops_public_key,
             };
