@@ -33,35 +33,49 @@ fn a_forced_reprovisioning_keeps_the_working_identity_until_the_new_one_is_enrol
     let (ok, out) = init(&c, &tpm, "till-1", t.dirs(), &token(&c, "till-1"), &[]);
     assert!(ok, "{out}");
     let before = t.snapshot(&tpm);
+    let new_key = &["--force", "--new-key"][..];
 
-    // A refused token: the collector says no after the new key signed the CSR.
-    let (ok, out) = init(&c, &tpm, "till-1", t.dirs(), &"ab".repeat(32), &["--force"]);
-    assert!(!ok, "{out}");
-    assert!(
-        out.contains("invalid_token") && out.contains("nothing on this terminal changed"),
-        "{out}"
-    );
-    assert!(out.contains(IDENTITY) && !out.contains("Replaced"), "{out}");
-    assert_eq!(t.snapshot(&tpm), before, "{out}");
+    // A refused token, with and without a new key: the collector says no after the CSR.
+    for extra in [new_key, &["--force"]] {
+        let (ok, out) = init(&c, &tpm, "till-1", t.dirs(), &"ab".repeat(32), extra);
+        assert!(!ok, "{out}");
+        assert!(
+            out.contains("invalid_token") && out.contains("nothing on this terminal changed"),
+            "{out}"
+        );
+        assert!(out.contains(IDENTITY) && !out.contains("Replaced"), "{out}");
+        assert_eq!(t.snapshot(&tpm), before, "{out}");
+    }
 
     // The collector is down: the request never arrives, so that token stays unused.
     let fresh = token(&c, "till-1");
     collector.kill();
-    let (ok, out) = init(&c, &tpm, "till-1", t.dirs(), &fresh, &["--force"]);
+    let (ok, out) = init(&c, &tpm, "till-1", t.dirs(), &fresh, new_key);
     assert!(!ok, "{out}");
     assert!(out.contains("nothing on this terminal changed"), "{out}");
+    assert!(out.contains("the new key was never stored"), "{out}");
     assert_eq!(t.snapshot(&tpm), before, "{out}");
     let _collector = CollectorProcess::start(&c.config, c.port);
 
     // The real agent still starts and ships with the old identity (no DecryptError).
     t.agent_ships();
 
-    // Enrollment succeeds: the old key is replaced, and the output names both keys.
+    // --force enrolls posguard's key again: same key, new certificate, and the agent's journal
+    // (signed by that key) goes on shipping.
     let (ok, out) = init(&c, &tpm, "till-1", t.dirs(), &fresh, &["--force"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("kept and enrolled again"), "{out}");
+    let again = t.snapshot(&tpm);
+    assert_eq!(again.0, before.0, "the same key at {IDENTITY}");
+    assert_ne!(again.1, before.1, "a new certificate");
+    t.agent_ships();
+
+    // --new-key succeeds: the old key is replaced, and the output names both keys.
+    let (ok, out) = init(&c, &tpm, "till-1", t.dirs(), &token(&c, "till-1"), new_key);
     assert!(ok, "{out}");
     let after = t.snapshot(&tpm);
     assert_ne!(after.0, before.0, "a new key at {IDENTITY}");
-    assert_ne!(after.1, before.1, "a new certificate");
+    assert_ne!(after.1, again.1, "a new certificate");
     let (old, new) = (fingerprint(&before.1), fingerprint(&after.1));
     assert!(
         out.contains(&format!(
@@ -74,6 +88,18 @@ fn a_forced_reprovisioning_keeps_the_working_identity_until_the_new_one_is_enrol
         .args(["status", "--tcti", &tpm.tcti(), "--config-dir"])
         .arg(&t.etc));
     assert!(status.contains(&format!("fingerprint {new}")), "{status}");
+    // The collector binds a device id to the key that signed its journal: a new key ships
+    // under a new device id (docs/provisioning.md, "A new identity key").
+    let (ok, out) = init(
+        &c,
+        &tpm,
+        "till-1b",
+        t.dirs(),
+        &token(&c, "till-1b"),
+        new_key,
+    );
+    assert!(ok, "{out}");
+    t.agent_ships();
     assert_eq!(lockout_counter(&tpm), 0);
 }
 
