@@ -142,6 +142,22 @@ impl KeyStep {
     }
 }
 
+/// With `--force`: `Some(detail)` if the sealed data key at `path` still unseals on this TPM
+/// (kept), `None` if there is none or it no longer unseals (a new one must be sealed).
+pub fn kept_data_key(se: &Arc<dyn SecureElement>, path: &Path) -> Option<String> {
+    let bytes = std::fs::read(path).ok()?;
+    match se.unseal(&posguard_hal::SealedBlob::from_bytes(bytes)) {
+        Ok(_) => Some(format!(
+            "{} still unseals; kept (the TOTP seeds and the cache stay readable)",
+            path.display()
+        )),
+        Err(e) => {
+            tracing::warn!(error = %e, "the sealed data key does not unseal; sealing a new one");
+            None
+        }
+    }
+}
+
 /// Evicts the foreign objects the technician named with `--evict-foreign`, one step each.
 pub fn evict_named(
     se: &Arc<dyn SecureElement>,

@@ -234,6 +234,11 @@ pub fn run(plan: &InitPlan, report: &mut Report) -> anyhow::Result<bool> {
             if path.exists() && !plan.force {
                 return Ok::<_, anyhow::Error>(((), "already sealed; kept".to_owned()));
             }
+            // --force keeps a data key that still unseals: it encrypts the clerks' TOTP seeds
+            // and the cache, which a new one would make unreadable.
+            if let Some(kept) = identity::kept_data_key(&se, &path) {
+                return Ok(((), kept));
+            }
             let key = se.random(32)?;
             let blob = se.seal(&key)?;
             write_file(&path, blob.as_bytes(), 0o600, None)?;

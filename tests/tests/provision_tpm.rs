@@ -68,6 +68,10 @@ fn a_forced_reprovisioning_keeps_the_working_identity_until_the_new_one_is_enrol
     let again = t.snapshot(&tpm);
     assert_eq!(again.0, before.0, "the same key at {IDENTITY}");
     assert_ne!(again.1, before.1, "a new certificate");
+    assert_eq!(
+        again.3, before.3,
+        "the data key (TOTP seeds, cache) is kept"
+    );
     t.agent_ships();
 
     // --new-key succeeds: the old key is replaced, and the output names both keys.
@@ -76,6 +80,10 @@ fn a_forced_reprovisioning_keeps_the_working_identity_until_the_new_one_is_enrol
     let after = t.snapshot(&tpm);
     assert_ne!(after.0, before.0, "a new key at {IDENTITY}");
     assert_ne!(after.1, again.1, "a new certificate");
+    assert_eq!(
+        after.3, before.3,
+        "the data key is sealed under the SRK, not the identity"
+    );
     let (old, new) = (fingerprint(&before.1), fingerprint(&after.1));
     assert!(
         out.contains(&format!(
