@@ -33,7 +33,8 @@ pub enum HalError {
     /// Nothing was evicted or overwritten.
     #[error(
         "{what} at {location} holds a different object ({found}); refusing to use or replace it. \
-         Nothing was evicted. Choose another handle in the config, or replace it explicitly with force"
+         Nothing was evicted or overwritten. Remove it yourself if nothing needs it, or choose \
+         another place in the agent's `[secure_element]` configuration"
     )]
     Occupied {
         /// What posguard wanted there ("device identity key", "storage root key", "NV counter").
@@ -42,6 +43,41 @@ pub enum HalError {
         location: String,
         /// A short description of what is there instead.
         found: String,
+    },
+
+    /// A persistent handle posguard would use holds an object posguard did not create (its public
+    /// area is not posguard's template). It was not used, so no authorisation was tried on it
+    /// and no dictionary-attack failure counted, and it was not evicted.
+    #[error(
+        "{what} handle {handle} holds an object posguard did not create ({found}); posguard did \
+         not use it (no password was tried) and did not evict it. Either use a free handle: \
+         `posguard-provision init {option} {free}` (init writes it to agent.toml as \
+         `[secure_element] {key} = {free}`; csr and selftest take the same option), or, only \
+         if you know nothing else needs that object, remove it with \
+         `posguard-provision init --evict-foreign {handle}`"
+    )]
+    Foreign {
+        /// What posguard wanted there ("device identity key", "storage root key").
+        what: &'static str,
+        /// The handle (hex).
+        handle: String,
+        /// What the object's public area says it is.
+        found: String,
+        /// The command-line option that chooses another handle.
+        option: &'static str,
+        /// The `[secure_element]` key of that handle.
+        key: &'static str,
+        /// A handle that is free on this TPM now, or advice on finding one.
+        free: String,
+    },
+
+    /// `--evict-foreign` named a handle posguard may not evict.
+    #[error("not evicting {handle}: {reason}")]
+    EvictRefused {
+        /// The handle (hex).
+        handle: String,
+        /// Why, and what to do instead.
+        reason: String,
     },
 
     /// The device identity key does not exist yet (provisioning has not created it).

@@ -57,7 +57,11 @@ pub enum KeyMode {
     OpenExisting,
     /// Open the key if it exists, create it if not. Never replaces anything.
     OpenOrCreate,
-    /// Create a new key, replacing whatever is at the configured place (provisioning `--force`).
+    /// Make a new key beside the current one (provisioning `--force --new-key`) without touching
+    /// it: from now on this handle's `identity_public_key` and `sign_digest` use the new key, but what is
+    /// stored at the configured place changes only at [`SecureElement::commit_identity_key`].
+    /// Dropped without a commit, the new key is gone and the old one is as it was. An object
+    /// posguard did not create at the configured place is refused, never replaced.
     Replace,
 }
 
@@ -68,8 +72,21 @@ pub enum KeyOrigin {
     Opened,
     /// No key was there; a new one was created.
     Created,
-    /// A key (or another object) was there and was replaced by a new key.
+    /// posguard's previous key was there and was replaced by the new one (at commit).
     Replaced,
+    /// A new key exists beside the stored one, waiting for [`SecureElement::commit_identity_key`].
+    Staged,
+}
+
+/// What [`SecureElement::evict_foreign`] did at the handle the technician named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ForeignEviction {
+    /// An object posguard did not create was there and was evicted; what it was.
+    Evicted(String),
+    /// Nothing was there (already free: a rerun after an earlier eviction).
+    Absent,
+    /// posguard's own object is there: kept (a rerun after posguard created its key there).
+    Ours,
 }
 
 /// The device identity key as seen from outside: its public half and where it lives.
@@ -101,8 +118,21 @@ pub trait SecureElement: Send + Sync + std::fmt::Debug {
     fn info(&self) -> BackendInfo;
 
     /// Creates or opens the device identity key (ECC P-256, signing only, non-exportable in a
-    /// TPM). Opening never replaces; [`KeyMode::Replace`] does, and is what `force` maps to.
+    /// TPM). Opening never replaces; [`KeyMode::Replace`] stages a new key (`--force --new-key`).
+    /// An object at the configured place that posguard did not create is never used (so no
+    /// authorisation is tried on it) nor evicted: [`HalError::Foreign`].
     fn ensure_identity_key(&self, mode: KeyMode) -> Result<IdentityKey, HalError>;
+
+    /// Stores the key staged by [`KeyMode::Replace`] at the configured place, replacing
+    /// posguard's previous key there (origin `Replaced`) or a free place (`Created`). Called once
+    /// the new key's certificate is issued. Fails, keeping the new key staged, if nothing was
+    /// staged or the place now holds an object posguard did not create.
+    fn commit_identity_key(&self) -> Result<IdentityKey, HalError>;
+
+    /// Evicts the object at `handle` if posguard did not create it: the technician's explicit,
+    /// named confirmation (`--evict-foreign HANDLE`). Only the configured identity key, storage
+    /// root key or counter handle is accepted; posguard's own objects are kept.
+    fn evict_foreign(&self, handle: u32) -> Result<ForeignEviction, HalError>;
 
     /// SPKI DER of the identity public key. Fails with [`HalError::NoIdentityKey`] if absent.
     fn identity_public_key(&self) -> Result<Vec<u8>, HalError>;

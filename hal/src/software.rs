@@ -19,8 +19,8 @@ use zeroize::Zeroizing;
 
 use crate::blob::{BlobKind, HEADER_LEN, SealedBlob};
 use crate::{
-    Backend, BackendInfo, HalError, IdentityKey, KeyMode, KeyOrigin, MAX_SEALED_SECRET,
-    SecureElement, SecureElementConfig, der,
+    Backend, BackendInfo, ForeignEviction, HalError, IdentityKey, KeyMode, KeyOrigin,
+    MAX_SEALED_SECRET, SecureElement, SecureElementConfig, der,
 };
 use files::{read_private, remove_if_present, write_private};
 
@@ -35,6 +35,8 @@ pub struct SoftwareElement {
     rng: SystemRandom,
     /// Serialises read-modify-write of the files within this process.
     lock: Mutex<()>,
+    /// A new identity key made by `KeyMode::Replace`, in memory only until committed.
+    staged: Mutex<Option<SigningKey>>,
 }
 
 impl SoftwareElement {
@@ -55,6 +57,7 @@ impl SoftwareElement {
             dir,
             rng: SystemRandom::new(),
             lock: Mutex::new(()),
+            staged: Mutex::new(None),
         })
     }
 
@@ -77,18 +80,37 @@ impl SoftwareElement {
             .map_err(|_| occupied_by_garbage(&path, bytes.len()))
     }
 
-    fn new_identity(&self) -> Result<SigningKey, HalError> {
+    fn fresh_identity(&self) -> Result<SigningKey, HalError> {
         loop {
             let bytes = self.random_array::<32>()?;
             // A scalar of zero or >= the group order is refused: draw again (p ≈ 2^-32).
             if let Ok(key) = SigningKey::from_slice(&bytes[..]) {
-                write_private(&self.path(IDENTITY_FILE), &bytes[..])?;
                 return Ok(key);
             }
         }
     }
 
+    fn store_identity(&self, key: &SigningKey) -> Result<(), HalError> {
+        let bytes = Zeroizing::new(key.to_bytes());
+        write_private(&self.path(IDENTITY_FILE), &bytes[..])
+    }
+
+    fn new_identity(&self) -> Result<SigningKey, HalError> {
+        let key = self.fresh_identity()?;
+        self.store_identity(&key)?;
+        Ok(key)
+    }
+
+    fn staged(&self) -> std::sync::MutexGuard<'_, Option<SigningKey>> {
+        // A poisoned lock still holds a whole key or none: nothing half-written.
+        self.staged.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The key that signs: the staged one if there is one, else the stored one.
     fn identity(&self) -> Result<SigningKey, HalError> {
+        if let Some(key) = self.staged().as_ref() {
+            return Ok(key.clone());
+        }
         self.load_identity()?
             .ok_or_else(|| HalError::NoIdentityKey {
                 location: self.path(IDENTITY_FILE).display().to_string(),
@@ -177,16 +199,11 @@ impl SecureElement for SoftwareElement {
         let location = self.path(IDENTITY_FILE).display().to_string();
         let (key, origin) = match mode {
             KeyMode::Replace => {
-                let existed = self.path(IDENTITY_FILE).exists();
-                let key = self.new_identity()?;
-                (
-                    key,
-                    if existed {
-                        KeyOrigin::Replaced
-                    } else {
-                        KeyOrigin::Created
-                    },
-                )
+                // The stored key must be sound (or absent) before a replacement is staged.
+                self.load_identity()?;
+                let key = self.fresh_identity()?;
+                *self.staged() = Some(key.clone());
+                (key, KeyOrigin::Staged)
             }
             KeyMode::OpenExisting => (self.identity()?, KeyOrigin::Opened),
             KeyMode::OpenOrCreate => match self.load_identity()? {
@@ -198,6 +215,35 @@ impl SecureElement for SoftwareElement {
             spki_der: spki_of(&key)?,
             origin,
             location,
+        })
+    }
+
+    fn commit_identity_key(&self) -> Result<IdentityKey, HalError> {
+        let _g = self.guard();
+        let mut staged = self.staged();
+        let key = staged.as_ref().ok_or_else(|| HalError::Unexpected {
+            operation: "commit identity key",
+            detail: "no new identity key was staged in this session".to_owned(),
+        })?;
+        let existed = self.path(IDENTITY_FILE).exists();
+        self.store_identity(key)?;
+        let spki_der = spki_of(key)?;
+        *staged = None;
+        Ok(IdentityKey {
+            spki_der,
+            origin: if existed {
+                KeyOrigin::Replaced
+            } else {
+                KeyOrigin::Created
+            },
+            location: self.path(IDENTITY_FILE).display().to_string(),
+        })
+    }
+
+    fn evict_foreign(&self, handle: u32) -> Result<ForeignEviction, HalError> {
+        Err(HalError::EvictRefused {
+            handle: format!("{handle:#010x}"),
+            reason: "the software secure element has no TPM handles".to_owned(),
         })
     }
 
@@ -298,6 +344,7 @@ impl SecureElement for SoftwareElement {
 
     fn destroy(&self) -> Result<(), HalError> {
         let _g = self.guard();
+        *self.staged() = None;
         for name in [IDENTITY_FILE, STORAGE_FILE, COUNTER_FILE] {
             remove_if_present(&self.path(name))?;
         }

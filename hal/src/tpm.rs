@@ -1,22 +1,25 @@
 //! The TPM 2.0 backend. [`TpmElement`] is a cheap handle; the ESYS context lives on one worker
 //! thread (`worker`) that runs jobs one at a time, so no two threads ever touch the context.
 //! The TPM rules live beside it:
-//! - `objects`: templates and the storage root key / device identity key at persistent handles;
+//! - `objects`: templates, recognising posguard's own objects, the storage root key;
+//! - `identity`: the device identity key at its persistent handle (staged replacement included);
 //! - `seal`: sealed data objects under the storage root key;
 //! - `nv`: the monotonic counter in an NV counter index.
 
+mod identity;
 mod nv;
 mod objects;
 mod seal;
 mod worker;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use zeroize::Zeroizing;
 
 use crate::{
-    Backend, BackendInfo, HalError, IdentityKey, KeyMode, SealedBlob, SecureElement,
-    SecureElementConfig,
+    Backend, BackendInfo, ForeignEviction, HalError, IdentityKey, KeyMode, SealedBlob,
+    SecureElement, SecureElementConfig,
 };
 pub(crate) use worker::TpmState;
 use worker::Worker;
@@ -32,6 +35,10 @@ const RANDOM_CHUNK: usize = 32;
 #[derive(Debug)]
 pub struct TpmElement {
     worker: Worker,
+    /// Whether a replacement identity key may be loaded in the TPM (`KeyMode::Replace` without
+    /// a commit yet): flushed on drop, before the process can exit, since a TPM without a
+    /// resource manager in front (swtpm, `/dev/tpm0`) would keep it and run out of slots.
+    staged: AtomicBool,
     tcti: String,
     description: String,
 }
@@ -55,9 +62,21 @@ impl TpmElement {
         tracing::info!(tcti = %config.tcti, tpm = %description, "TPM opened");
         Ok(TpmElement {
             worker,
+            staged: AtomicBool::new(false),
             tcti: config.tcti.clone(),
             description,
         })
+    }
+}
+
+impl Drop for TpmElement {
+    fn drop(&mut self) {
+        if self.staged.load(Ordering::SeqCst) {
+            let _ = self.worker.call(|s| {
+                s.discard_staged();
+                Ok(())
+            });
+        }
     }
 }
 
@@ -71,7 +90,20 @@ impl SecureElement for TpmElement {
     }
 
     fn ensure_identity_key(&self, mode: KeyMode) -> Result<IdentityKey, HalError> {
+        if mode == KeyMode::Replace {
+            self.staged.store(true, Ordering::SeqCst);
+        }
         self.worker.call(move |s| s.ensure_identity_key(mode))
+    }
+
+    fn commit_identity_key(&self) -> Result<IdentityKey, HalError> {
+        let key = self.worker.call(|s| s.commit_identity_key())?;
+        self.staged.store(false, Ordering::SeqCst);
+        Ok(key)
+    }
+
+    fn evict_foreign(&self, handle: u32) -> Result<ForeignEviction, HalError> {
+        self.worker.call(move |s| s.evict_foreign(handle))
     }
 
     fn identity_public_key(&self) -> Result<Vec<u8>, HalError> {

@@ -45,13 +45,51 @@ conformance!(open_existing_without_a_key_is_a_clear_error, |fx| {
     ));
 });
 
-conformance!(replace_needs_to_be_explicit_and_makes_a_new_key, |fx| {
+conformance!(
+    a_replacement_is_staged_beside_the_old_key_until_committed,
+    |fx| {
+        let first = {
+            let se = fx.open();
+            let first = se.ensure_identity_key(KeyMode::OpenOrCreate).unwrap();
+            // Nothing staged: a commit is refused and changes nothing.
+            assert!(se.commit_identity_key().is_err());
+            let staged = se.ensure_identity_key(KeyMode::Replace).unwrap();
+            assert_eq!(staged.origin, KeyOrigin::Staged);
+            assert_ne!(staged.spki_der, first.spki_der);
+            // The staged key signs (for the CSR) while the stored one is untouched.
+            assert_eq!(se.identity_public_key().unwrap(), staged.spki_der);
+            let sig = se.sign_digest(&sha256(b"csr")).unwrap();
+            assert!(ring_verify(&staged.spki_der, b"csr", &sig));
+            first
+        };
+        // Dropped without a commit (enrollment failed): the old key is the identity, unchanged.
+        let se = fx.open();
+        let reopened = se.ensure_identity_key(KeyMode::OpenExisting).unwrap();
+        assert_eq!(reopened.spki_der, first.spki_der);
+        // Staged and committed: the new key replaces the old one, and survives a reopen.
+        let staged = se.ensure_identity_key(KeyMode::Replace).unwrap();
+        let committed = se.commit_identity_key().unwrap();
+        assert_eq!(committed.origin, KeyOrigin::Replaced);
+        assert_eq!(committed.spki_der, staged.spki_der);
+        assert!(
+            se.commit_identity_key().is_err(),
+            "a second commit has nothing to commit"
+        );
+        drop(se);
+        let se = fx.open();
+        let after = se.ensure_identity_key(KeyMode::OpenExisting).unwrap();
+        assert_eq!(after.spki_der, staged.spki_der);
+        let sig = se.sign_digest(&sha256(b"after")).unwrap();
+        assert!(ring_verify(&staged.spki_der, b"after", &sig));
+    }
+);
+
+conformance!(a_replacement_on_a_fresh_element_commits_as_created, |fx| {
     let se = fx.open();
-    let first = se.ensure_identity_key(KeyMode::OpenOrCreate).unwrap();
-    let replaced = se.ensure_identity_key(KeyMode::Replace).unwrap();
-    assert_eq!(replaced.origin, KeyOrigin::Replaced);
-    assert_ne!(replaced.spki_der, first.spki_der);
-    assert_eq!(se.identity_public_key().unwrap(), replaced.spki_der);
+    let staged = se.ensure_identity_key(KeyMode::Replace).unwrap();
+    let committed = se.commit_identity_key().unwrap();
+    assert_eq!(committed.origin, KeyOrigin::Created);
+    assert_eq!(se.identity_public_key().unwrap(), staged.spki_der);
 });
 
 conformance!(signatures_verify_with_ring, |fx| {

@@ -4,17 +4,20 @@
 //! issued chain is kept as `device.pem.pending` before the configuration is written
 //! ([`crate::pending`]), so a rerun after a late failure finishes without the network; and the
 //! collector issues again for a retry with the same key. A provisioned terminal is compared
-//! with what is asked ([`crate::rerun`]) and left alone unless `--force`.
+//! with what is asked ([`crate::rerun`]) and left alone unless `--force`,
+//! which enrolls the same identity key again or, with `--new-key`, keeps the old one until the
+//! new one is enrolled ([`crate::identity`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::agent_api::at;
 use anyhow::{Context, anyhow, bail};
-use posguard_hal::{KeyMode, SecureElement, SecureElementConfig};
+use posguard_hal::{SecureElement, SecureElementConfig};
 use serde_json::json;
 
 use crate::https::{post_json, read_pem_certs};
+use crate::identity;
 use crate::report::Report;
 use crate::{datakey, pending, preflight};
 
@@ -39,8 +42,13 @@ pub struct InitPlan {
     pub socket: PathBuf,
     /// The secure element.
     pub secure_element: SecureElementConfig,
-    /// Replace an existing provisioning (and the TPM key).
+    /// Replace an existing provisioning, enrolling posguard's identity key again.
     pub force: bool,
+    /// With `force`: replace the identity key too, once the new one is enrolled.
+    pub new_key: bool,
+    /// Handles holding TPM objects posguard did not create that the technician named for
+    /// eviction (`--evict-foreign`).
+    pub evict_foreign: Vec<u32>,
     /// The ops public key (hex) commands are verified with.
     pub ops_public_key: Option<String>,
 }
@@ -66,7 +74,10 @@ impl InitPlan {
     pub fn agent_toml(&self) -> String {
         let se = &self.secure_element;
         let backend = match se.backend {
-            posguard_hal::Backend::Tpm => format!("backend = \"tpm\"\ntcti = \"{}\"\n", se.tcti),
+            posguard_hal::Backend::Tpm => format!(
+                "backend = \"tpm\"\ntcti = \"{}\"\nsrk_handle = {:#010x}\nidentity_handle = {:#010x}\ncounter_index = {:#010x}\n",
+                se.tcti, se.srk_handle, se.identity_handle, se.counter_index
+            ),
             posguard_hal::Backend::Software => format!(
                 "backend = \"software\"\nallow_software_keys = true\nsoftware_key_dir = \"{}\"\n",
                 se.software_key_dir.display()
@@ -196,23 +207,8 @@ pub fn run(plan: &InitPlan, report: &mut Report) -> anyhow::Result<bool> {
             Ok(((), "ok".to_owned()))
         })
         .ok_or_else(|| anyhow!("TPM in lockout: nothing was changed"))?;
-    let mode = if plan.force {
-        KeyMode::Replace
-    } else {
-        KeyMode::OpenOrCreate
-    };
-    report
-        .step("device identity key in the TPM", || {
-            let key = se.ensure_identity_key(mode)?;
-            Ok::<_, anyhow::Error>((
-                (),
-                format!(
-                    "{:?} at {} (ECC P-256, non-exportable)",
-                    key.origin, key.location
-                ),
-            ))
-        })
-        .ok_or_else(|| anyhow!("no identity key: nothing else was changed"))?;
+    identity::evict_named(&se, plan, report)?;
+    let key = identity::key_step(&se, plan, report)?;
     // The counter and the data key come before enrollment: a foreign NV index or a TPM that
     // cannot seal must fail while the token is unspent.
     report
@@ -232,7 +228,8 @@ pub fn run(plan: &InitPlan, report: &mut Report) -> anyhow::Result<bool> {
                 "data key: the token was not used; fix the cause and run init again (resumable)"
             )
         })?;
-    let issued = pending::obtain(plan, &se, report)?;
+    let issued = pending::obtain(plan, &se, &key.kept(), report)?;
+    identity::commit_step(&se, &key, &issued, &plan.cert_path(), report)?;
     report
         .step("configuration written", || {
             pending::install(plan, &issued, group).map(|d| ((), d))

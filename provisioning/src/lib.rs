@@ -11,6 +11,8 @@
 //! - [`rerun`]: `init` on a provisioned terminal: what is asked compared with what is there.
 //! - [`inputs`]: the token (file, stdin, argv), `--collector host:port`, dates, tss2 logging.
 //! - [`admin`]: the first admin and the end-to-end self-test through the running agent.
+//! - [`identity`]: the identity-key steps of `init` (staged replacement under `--force`, named
+//!   eviction of foreign TPM objects) and the `[secure_element]` handles of every command.
 //! - [`https`]: the enrollment client (TLS 1.3, fleet CA only, no client certificate yet).
 //! - [`agent_api`]: the few local-API calls provisioning makes (first admin, status).
 //! - [`status`]: `status`: TPM, certificate, an mTLS request to the collector, the agent.
@@ -28,6 +30,7 @@ pub mod datakey;
 pub mod decommission;
 pub mod files;
 pub mod https;
+pub mod identity;
 pub mod init;
 pub mod inputs;
 pub mod offline;

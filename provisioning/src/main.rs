@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use posguard_hal::SecureElementConfig;
 use posguard_provision::inputs;
+use posguard_provision::identity;
 use posguard_provision::report::Report;
 use posguard_provision::selftest;
 
@@ -33,14 +34,45 @@ struct ElementArgs {
     /// only: keys are files, not hardware).
     #[arg(long, value_name = "DIR")]
     software_keys: Option<PathBuf>,
+    /// Persistent handle of the device identity key (default: the configuration's
+    /// `[secure_element] identity_handle`, else 0x81010001). Use a free one when another
+    /// application's object is at the default.
+    #[arg(long, value_name = "HANDLE", value_parser = identity::parse_handle)]
+    identity_handle: Option<u32>,
+    /// Persistent handle of the storage root key (default: the configuration's
+    /// `[secure_element] srk_handle`, else 0x81000001).
+    #[arg(long, value_name = "HANDLE", value_parser = identity::parse_handle)]
+    srk_handle: Option<u32>,
+    /// NV index of the monotonic counter (default: the configuration's
+    /// `[secure_element] counter_index`, else 0x01005047).
+    #[arg(long, value_name = "INDEX", value_parser = identity::parse_nv_index)]
+    counter_index: Option<u32>,
 }
 
 impl ElementArgs {
     fn config(&self) -> SecureElementConfig {
-        match &self.software_keys {
+        self.config_in(None)
+    }
+
+    /// The configuration, taking handles not given here from `CONFIG_DIR/agent.toml`.
+    fn config_in(&self, config_dir: Option<&std::path::Path>) -> SecureElementConfig {
+        let mut config = match &self.software_keys {
             Some(dir) => SecureElementConfig::software(dir),
             None => SecureElementConfig::tpm(self.tcti.clone()),
+        };
+        let kept = config_dir
+            .map(identity::places_from_agent_toml)
+            .unwrap_or_default();
+        if let Some(h) = self.identity_handle.or(kept.identity) {
+            config.identity_handle = h;
         }
+        if let Some(h) = self.srk_handle.or(kept.srk) {
+            config.srk_handle = h;
+        }
+        if let Some(h) = self.counter_index.or(kept.counter) {
+            config.counter_index = h;
+        }
+        config
     }
 }
 
@@ -84,9 +116,20 @@ enum Command {
         /// The password is read without echo, then a current TOTP code.
         #[arg(long)]
         admin: Option<String>,
-        /// Redo everything, replacing the identity key.
+        /// Redo everything on a provisioned terminal: a new certificate for posguard's identity
+        /// key (kept), new configuration. A failure before the end changes nothing.
         #[arg(long)]
         force: bool,
+        /// With --force: replace the identity key too, once the new one is enrolled (a failure
+        /// before that leaves the old key, certificate and configuration in place). The journal
+        /// already on the terminal stays signed by the old key.
+        #[arg(long, requires = "force")]
+        new_key: bool,
+        /// Evict the TPM object at HANDLE that posguard did not create (posguard never does
+        /// otherwise). Only the identity key, storage root key or counter handle of this run is
+        /// accepted; posguard's own object there is kept.
+        #[arg(long, value_name = "HANDLE", value_parser = identity::parse_any_handle)]
+        evict_foreign: Vec<u32>,
         #[command(flatten)]
         element: ElementArgs,
         /// Print a machine-readable JSON report instead of progress lines.
@@ -299,6 +342,8 @@ fn main() -> ExitCode {
             socket,
             admin,
             force,
+            new_key,
+            evict_foreign,
             element,
             json,
         } => {
@@ -310,6 +355,7 @@ fn main() -> ExitCode {
                 }
             };
             let server_name = server_name.unwrap_or(host);
+            let secure_element = element.config_in(Some(&config_dir));
             let plan = posguard_provision::init::InitPlan {
                 collector,
                 server_name,
@@ -319,8 +365,10 @@ fn main() -> ExitCode {
                 config_dir,
                 state_dir,
                 socket: socket.clone(),
-                secure_element: element.config(),
+                secure_element,
                 force,
+                new_key,
+                evict_foreign,
                 ops_public_key,
             };
             commands::init(&plan, admin.as_deref(), json)
@@ -358,6 +406,7 @@ fn main() -> ExitCode {
             socket,
             element,
         } => commands::install_cert(&posguard_provision::offline::InstallPlan {
+            secure_element: element.config_in(Some(&config_dir)),
             chain,
             fleet_ca,
             device_id,
@@ -367,17 +416,16 @@ fn main() -> ExitCode {
             config_dir,
             state_dir,
             socket,
-            secure_element: element.config(),
         }),
         Command::Status {
             config_dir,
             element,
             json,
-        } => commands::status(&element.config(), &config_dir, json),
+        } => commands::status(&element.config_in(Some(&config_dir)), &config_dir, json),
         Command::Renew {
             config_dir,
             element,
-        } => commands::renew(&element.config(), &config_dir),
+        } => commands::renew(&element.config_in(Some(&config_dir)), &config_dir),
         Command::Decommission {
             force,
             timeout,
@@ -393,7 +441,7 @@ fn main() -> ExitCode {
                 .ok()
                 .map(|t| t.device_id);
             let plan = posguard_provision::decommission::Plan {
-                element: element.config(),
+                element: element.config_in(Some(&config_dir)),
                 config_dir,
                 state_dir,
                 socket,

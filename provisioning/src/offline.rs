@@ -303,6 +303,8 @@ pub fn install_cert(plan: &InstallPlan) -> anyhow::Result<Vec<String>> {
         socket: plan.socket.clone(),
         secure_element: plan.secure_element.clone(),
         force: false,
+        new_key: false,
+        evict_foreign: Vec::new(),
         ops_public_key: plan.ops_public_key.clone(),
     };
     // Certificate and CA first, the configuration last: without agent.toml the agent does not

@@ -109,6 +109,7 @@ pub fn install(plan: &InitPlan, issued: &Issued, group: Option<u32>) -> anyhow::
 pub fn obtain(
     plan: &InitPlan,
     se: &Arc<dyn SecureElement>,
+    kept: &str,
     report: &mut Report,
 ) -> anyhow::Result<Issued> {
     let spki = se.identity_public_key()?;
@@ -140,14 +141,16 @@ pub fn obtain(
             let pem = posguard_hal::csr::device_csr_pem(se.clone(), &plan.device_id)?;
             Ok::<_, anyhow::Error>((pem, format!("for urn:posguard:device:{}", plan.device_id)))
         })
-        .ok_or_else(|| anyhow!("no CSR: the identity key is kept; run init again (resumable)"))?;
+        .ok_or_else(|| anyhow!("no CSR: {kept}; run init again (resumable)"))?;
     let issued = report
         .step_slow("enrollment at the collector", || {
             let issued = enroll(plan, &csr)?;
             let detail = format!("certificate valid until {}", date(issued.not_after));
             Ok::<_, anyhow::Error>((issued, detail))
         })
-        .ok_or_else(|| anyhow!("enrollment failed: the identity key is kept; fix the cause and run init again (resumable)"))?;
+        .ok_or_else(|| {
+            anyhow!("enrollment failed: {kept}; fix the cause and run init again (resumable)")
+        })?;
     report
         .step("certificate kept until installed", || {
             keep(plan, &issued)?;

@@ -17,6 +17,7 @@ use std::process::Command;
 pub mod damage;
 pub mod provision;
 pub mod provision_agent;
+pub mod provision_tpm;
 
 /// The path of a workspace binary next to the running test executable
 /// (`target/<profile>/deps/<test>` → `target/<profile>/<name>`), or in `POSGUARD_E2E_BIN_DIR`

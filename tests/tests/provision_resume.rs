@@ -62,7 +62,8 @@ fn inject(fault: Fault, c: &Central, t: &Terminal) -> (PathBuf, Vec<String>, Box
             assert!(out.status.success(), "{out:?}");
             let says = vec![
                 "0x01005047".into(),
-                "tpm2_nvundefine 0x01005047 -C o".into(),
+                "--counter-index 0x01005048".into(),
+                "--evict-foreign 0x01005047".into(),
             ];
             let tpm = t.tpm.tcti();
             let fix = move || {

@@ -3,22 +3,69 @@
 //! a rolled-back journal detectable.
 
 use tss_esapi::Error as TssError;
-use tss_esapi::attributes::NvIndexAttributesBuilder;
+use tss_esapi::attributes::{NvIndexAttributes, NvIndexAttributesBuilder};
 use tss_esapi::constants::Tss2ResponseCodeKind;
 use tss_esapi::constants::nv_index_type::NvIndexType;
 use tss_esapi::handles::{NvIndexHandle, NvIndexTpmHandle, TpmHandle};
 use tss_esapi::interface_types::algorithm::HashingAlgorithm;
 use tss_esapi::interface_types::resource_handles::{NvAuth, Provision};
 use tss_esapi::interface_types::session_handles::AuthSession;
-use tss_esapi::structures::NvPublicBuilder;
+use tss_esapi::structures::{NvPublic, NvPublicBuilder};
+use tss_esapi::tss2_esys::TPMA_NV;
 
 use super::TpmState;
-use crate::HalError;
+use super::objects::ForeignPlace;
+use crate::{ForeignEviction, HalError};
 
 const PASSWORD: Option<AuthSession> = Some(AuthSession::Password);
 
 fn is_uninitialized(e: &TssError) -> bool {
     matches!(e, TssError::Tss2Error(rc) if rc.kind() == Some(Tss2ResponseCodeKind::NvUninitialized))
+}
+
+/// posguard's counter index: owner-authorised only (owner authorisation is not
+/// dictionary-attack protected), noDA, a counter.
+fn counter_attributes() -> Result<NvIndexAttributes, HalError> {
+    NvIndexAttributesBuilder::new()
+        .with_owner_write(true)
+        .with_owner_read(true)
+        .with_no_da(true)
+        .with_nv_index_type(NvIndexType::Counter)
+        .build()
+        .map_err(HalError::tpm("build NV counter attributes"))
+}
+
+/// Attribute bits without those the TPM sets as the index is used (written, read and write
+/// locks): what was chosen when the index was defined.
+fn defined_bits(attributes: NvIndexAttributes) -> Result<u32, HalError> {
+    const RUNTIME: u32 = (1 << 11) | (1 << 28) | (1 << 29);
+    let raw = TPMA_NV::try_from(attributes).map_err(HalError::tpm("NV index attributes"))?;
+    Ok(raw & !RUNTIME)
+}
+
+/// Whether an NV index is what posguard defines for its counter.
+fn is_our_counter(public: &NvPublic) -> Result<bool, HalError> {
+    Ok(
+        defined_bits(public.attributes())? == defined_bits(counter_attributes()?)?
+            && public.data_size() == 8
+            && public.name_algorithm() == HashingAlgorithm::Sha256
+            && public.authorization_policy().value().is_empty(),
+    )
+}
+
+/// What an NV index is, for "not ours" messages.
+fn describe(public: &NvPublic) -> String {
+    let a = public.attributes();
+    let kind = a.index_type().ok();
+    let da = if a.no_da() {
+        "noDA"
+    } else {
+        "dictionary-attack protected"
+    };
+    format!(
+        "NV index of type {kind:?}, {} bytes, {da}",
+        public.data_size()
+    )
 }
 
 impl TpmState {
@@ -47,13 +94,8 @@ impl TpmState {
             .ctx
             .nv_read_public(handle)
             .map_err(HalError::tpm("read NV public area"))?;
-        let kind = public.attributes().index_type().ok();
-        if kind != Some(NvIndexType::Counter) || public.data_size() != 8 {
-            return Err(HalError::Occupied {
-                what: "monotonic counter",
-                location: self.location(),
-                found: format!("NV index of type {kind:?}, {} bytes", public.data_size()),
-            });
+        if !is_our_counter(&public)? {
+            return Err(self.foreign_described(ForeignPlace::Counter, describe(&public)));
         }
         self.counter = Some(handle);
         Ok(Some(handle))
@@ -90,13 +132,7 @@ impl TpmState {
             Some(h) => h,
             None => {
                 // Fresh index: give it its first increment before anyone reads it.
-                let attrs = NvIndexAttributesBuilder::new()
-                    .with_owner_write(true)
-                    .with_owner_read(true)
-                    .with_no_da(true)
-                    .with_nv_index_type(NvIndexType::Counter)
-                    .build()
-                    .map_err(HalError::tpm("build NV counter attributes"))?;
+                let attrs = counter_attributes()?;
                 let public = NvPublicBuilder::new()
                     .with_nv_index(self.index()?)
                     .with_index_name_algorithm(HashingAlgorithm::Sha256)
@@ -151,6 +187,34 @@ impl TpmState {
                 operation: "increment counter",
                 detail: "counter uninitialised after increment".to_owned(),
             })
+    }
+
+    /// The technician's named removal of an NV index posguard did not define at the counter
+    /// index.
+    pub(crate) fn undefine_foreign_counter(&mut self) -> Result<ForeignEviction, HalError> {
+        if !self.handle_exists(self.counter_index)? {
+            return Ok(ForeignEviction::Absent);
+        }
+        let object = self
+            .ctx
+            .tr_from_tpm_public(TpmHandle::NvIndex(self.index()?))
+            .map_err(HalError::tpm("open NV index"))?;
+        let handle = NvIndexHandle::from(object);
+        let (public, _) = self
+            .ctx
+            .nv_read_public(handle)
+            .map_err(HalError::tpm("read NV public area"))?;
+        if is_our_counter(&public)? {
+            return Ok(ForeignEviction::Ours);
+        }
+        let what = describe(&public);
+        self.ctx
+            .execute_with_session(PASSWORD, |ctx| {
+                ctx.nv_undefine_space(Provision::Owner, handle)
+            })
+            .map_err(HalError::tpm("undefine a foreign NV index"))?;
+        self.counter = None;
+        Ok(ForeignEviction::Evicted(what))
     }
 
     /// Undefines the counter index if present (decommissioning).

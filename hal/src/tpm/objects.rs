@@ -1,7 +1,9 @@
-//! The storage root key and the device identity key: their templates, and finding, checking,
-//! creating and evicting them at their persistent handles. An object found at a handle is used
-//! only if its public area matches what posguard would have created; otherwise it is reported
-//! and left alone.
+//! The storage root key and the device identity key: their templates, how posguard recognises
+//! an object it created (the whole public area but the key itself equals its template), and the
+//! storage root key at its persistent handle. An object found at a handle is used only if it is
+//! recognised; otherwise it is reported with a free handle to use instead, and left alone: it
+//! is never authorised against, so its dictionary-attack counter never moves. The identity key
+//! itself is in `identity`.
 
 use tss_esapi::attributes::ObjectAttributesBuilder;
 use tss_esapi::constants::CapabilityType;
@@ -12,19 +14,17 @@ use tss_esapi::interface_types::ecc::EccCurve;
 use tss_esapi::interface_types::resource_handles::{Hierarchy, Provision};
 use tss_esapi::interface_types::session_handles::AuthSession;
 use tss_esapi::structures::{
-    CapabilityData, Digest, EccPoint, EccScheme, HashScheme, HashcheckTicket, Public,
-    PublicBuilder, PublicEccParametersBuilder, Signature, SignatureScheme,
-    SymmetricDefinitionObject,
+    CapabilityData, EccPoint, EccScheme, HashScheme, Public, PublicBuilder,
+    PublicEccParametersBuilder, SymmetricDefinitionObject,
 };
-use tss_esapi::tss2_esys::TPMT_TK_HASHCHECK;
 
 use super::TpmState;
-use crate::{HalError, IdentityKey, KeyMode, KeyOrigin, der};
+use crate::{HalError, der};
 
-const PASSWORD: Option<AuthSession> = Some(AuthSession::Password);
+pub(super) const PASSWORD: Option<AuthSession> = Some(AuthSession::Password);
 
 /// The TCG-style ECC P-256 storage root key template.
-fn srk_template() -> Result<Public, HalError> {
+pub(super) fn srk_template() -> Result<Public, HalError> {
     let attrs = ObjectAttributesBuilder::new()
         .with_fixed_tpm(true)
         .with_fixed_parent(true)
@@ -53,7 +53,7 @@ fn srk_template() -> Result<Public, HalError> {
 }
 
 /// The device identity key: ECC P-256, ECDSA-SHA256, signing only, never leaves the TPM.
-fn identity_template() -> Result<Public, HalError> {
+pub(super) fn identity_template() -> Result<Public, HalError> {
     let attrs = ObjectAttributesBuilder::new()
         .with_fixed_tpm(true)
         .with_fixed_parent(true)
@@ -80,8 +80,8 @@ fn identity_template() -> Result<Public, HalError> {
         .map_err(HalError::tpm("build identity key template"))
 }
 
-/// What an object's public area says it is, for "different object" messages.
-fn describe(public: &Public) -> String {
+/// What an object's public area says it is, for "not ours" messages.
+pub(super) fn describe(public: &Public) -> String {
     let a = public.object_attributes();
     let kind = match public {
         Public::Rsa { .. } => "RSA key".to_owned(),
@@ -99,30 +99,40 @@ fn describe(public: &Public) -> String {
     if a.restricted() {
         uses.push("restricted");
     }
-    format!("{kind}, {}", uses.join("+"))
+    let da = if a.no_da() {
+        "noDA"
+    } else {
+        "dictionary-attack protected"
+    };
+    format!("{kind}, {}, {da}", uses.join("+"))
 }
 
-fn is_p256(public: &Public) -> bool {
-    matches!(public, Public::Ecc { parameters, .. } if parameters.ecc_curve() == EccCurve::NistP256)
+/// Whether `found` is what `template` makes: attributes (noDA included, so a failed
+/// authorisation on it never counts towards lockout), name algorithm, auth policy and
+/// parameters all equal. Only the key itself (`unique`) differs between two such objects.
+pub(super) fn made_from(found: &Public, template: &Public) -> bool {
+    match (found, template) {
+        (
+            Public::Ecc {
+                object_attributes: a,
+                name_hashing_algorithm: n,
+                auth_policy: p,
+                parameters: q,
+                ..
+            },
+            Public::Ecc {
+                object_attributes: ta,
+                name_hashing_algorithm: tn,
+                auth_policy: tp,
+                parameters: tq,
+                ..
+            },
+        ) => a == ta && n == tn && p == tp && q == tq,
+        _ => false,
+    }
 }
 
-fn is_our_srk(public: &Public) -> bool {
-    let a = public.object_attributes();
-    is_p256(public) && a.restricted() && a.decrypt() && !a.sign_encrypt() && a.fixed_tpm()
-}
-
-fn is_our_identity(public: &Public) -> bool {
-    let a = public.object_attributes();
-    is_p256(public)
-        && a.sign_encrypt()
-        && !a.decrypt()
-        && !a.restricted()
-        && a.fixed_tpm()
-        && a.fixed_parent()
-        && a.sensitive_data_origin()
-}
-
-fn spki(public: &Public) -> Result<Vec<u8>, HalError> {
+pub(super) fn spki(public: &Public) -> Result<Vec<u8>, HalError> {
     match public {
         Public::Ecc { unique, .. } => {
             der::p256_spki_from_xy(unique.x().value(), unique.y().value()).ok_or_else(|| {
@@ -139,7 +149,7 @@ fn spki(public: &Public) -> Result<Vec<u8>, HalError> {
     }
 }
 
-fn hex(handle: u32) -> String {
+pub(super) fn hex(handle: u32) -> String {
     format!("{handle:#010x}")
 }
 
@@ -165,7 +175,7 @@ impl TpmState {
     }
 
     /// Loads the object at a persistent handle into an ESYS handle and reads its public area.
-    fn open_persistent(&mut self, handle: u32) -> Result<(KeyHandle, Public), HalError> {
+    pub(super) fn open_persistent(&mut self, handle: u32) -> Result<(KeyHandle, Public), HalError> {
         let object = self
             .ctx
             .tr_from_tpm_public(TpmHandle::Persistent(Self::persistent(handle)?))
@@ -186,12 +196,8 @@ impl TpmState {
         let handle = self.srk_handle;
         let key = if self.handle_exists(handle)? {
             let (key, public) = self.open_persistent(handle)?;
-            if !is_our_srk(&public) {
-                return Err(HalError::Occupied {
-                    what: "storage root key",
-                    location: hex(handle),
-                    found: describe(&public),
-                });
+            if !made_from(&public, &srk_template()?) {
+                return Err(self.foreign(ForeignPlace::Srk, &public));
             }
             key
         } else {
@@ -214,7 +220,7 @@ impl TpmState {
         Ok(key)
     }
 
-    fn persist(
+    pub(super) fn persist(
         &mut self,
         object: ObjectHandle,
         handle: u32,
@@ -234,128 +240,108 @@ impl TpmState {
         }
     }
 
-    pub(crate) fn ensure_identity_key(&mut self, mode: KeyMode) -> Result<IdentityKey, HalError> {
-        let handle = self.identity_handle;
-        let location = hex(handle);
-        let exists = self.handle_exists(handle)?;
-        if exists && mode != KeyMode::Replace {
-            let (key, public) = self.open_persistent(handle)?;
-            if !is_our_identity(&public) {
-                return Err(HalError::Occupied {
-                    what: "device identity key",
-                    location,
-                    found: describe(&public),
-                });
-            }
-            self.identity = Some(key);
-            return Ok(IdentityKey {
-                spki_der: spki(&public)?,
-                origin: KeyOrigin::Opened,
-                location,
-            });
-        }
-        if !exists && mode == KeyMode::OpenExisting {
-            return Err(HalError::NoIdentityKey { location });
-        }
-        // The parent must be sound before anything is evicted.
-        let srk = self.srk()?;
-        if exists {
-            self.evict_identity_key()?;
-        }
-        let template = identity_template()?;
-        let created = self
-            .ctx
-            .execute_with_session(PASSWORD, |ctx| {
-                ctx.create(srk, template, None, None, None, None)
-            })
-            .map_err(HalError::tpm("create device identity key"))?;
-        let loaded = self
-            .ctx
-            .execute_with_session(PASSWORD, |ctx| {
-                ctx.load(srk, created.out_private, created.out_public.clone())
-            })
-            .map_err(HalError::tpm("load device identity key"))?;
-        let persisted = self.persist(loaded.into(), handle, "persist device identity key");
-        self.flush(loaded.into());
-        self.identity = Some(KeyHandle::from(persisted?));
-        Ok(IdentityKey {
-            spki_der: spki(&created.out_public)?,
-            origin: if exists {
-                KeyOrigin::Replaced
-            } else {
-                KeyOrigin::Created
-            },
-            location,
-        })
-    }
-
-    /// The identity key handle, opening (never creating) it if needed.
-    fn identity(&mut self) -> Result<KeyHandle, HalError> {
-        match self.identity {
-            Some(k) => Ok(k),
-            None => {
-                self.ensure_identity_key(KeyMode::OpenExisting)?;
-                self.identity.ok_or_else(|| HalError::NoIdentityKey {
-                    location: hex(self.identity_handle),
-                })
-            }
-        }
-    }
-
-    pub(crate) fn identity_public_key(&mut self) -> Result<Vec<u8>, HalError> {
-        let key = self.identity()?;
-        let (public, _, _) = self
-            .ctx
-            .read_public(key)
-            .map_err(HalError::tpm("read identity public key"))?;
-        spki(&public)
-    }
-
-    pub(crate) fn sign_digest(&mut self, digest: &[u8; 32]) -> Result<Vec<u8>, HalError> {
-        let key = self.identity()?;
-        let digest = Digest::try_from(digest.to_vec()).map_err(HalError::tpm("sign"))?;
-        let validation = HashcheckTicket::try_from(TPMT_TK_HASHCHECK {
-            tag: tss_esapi::constants::tss::TPM2_ST_HASHCHECK,
-            hierarchy: tss_esapi::constants::tss::TPM2_RH_NULL,
-            digest: Default::default(),
-        })
-        .map_err(HalError::tpm("sign"))?;
-        let scheme = SignatureScheme::EcDsa {
-            hash_scheme: HashScheme::new(HashingAlgorithm::Sha256),
-        };
-        let signature = self
-            .ctx
-            .execute_with_session(PASSWORD, |ctx| ctx.sign(key, digest, scheme, validation))
-            .map_err(HalError::tpm("sign"))?;
-        match signature {
-            Signature::EcDsa(sig) => {
-                der::ecdsa_signature_der(sig.signature_r().value(), sig.signature_s().value())
-                    .ok_or_else(|| HalError::Unexpected {
-                        operation: "sign",
-                        detail: "signature values do not fit P-256".to_owned(),
-                    })
-            }
-            other => Err(HalError::Unexpected {
-                operation: "sign",
-                detail: format!("expected an ECDSA signature, got {:?}", other.algorithm()),
-            }),
-        }
-    }
-
-    /// Evicts the identity key if it is there. Used by `Replace` and by decommissioning.
-    pub(crate) fn evict_identity_key(&mut self) -> Result<(), HalError> {
-        let handle = self.identity_handle;
-        self.identity = None;
-        if !self.handle_exists(handle)? {
-            return Ok(());
-        }
-        let (key, _) = self.open_persistent(handle)?;
+    /// Evicts the persistent object `key` at `handle` (owner authorisation, which is not
+    /// dictionary-attack protected).
+    pub(super) fn evict(
+        &mut self,
+        key: KeyHandle,
+        handle: u32,
+        operation: &'static str,
+    ) -> Result<(), HalError> {
         let persistent = Persistent::Persistent(Self::persistent(handle)?);
         self.ctx
             .execute_with_session(PASSWORD, |ctx| {
                 ctx.evict_control(Provision::Owner, key.into(), persistent)
             })
-            .map_err(HalError::tpm("evict device identity key"))?;
+            .map_err(HalError::tpm(operation))?;
         Ok(())
     }
+
+    /// The handles in use of the type of `first` (persistent objects, NV indexes), for
+    /// suggesting a free one. Bounded: a TPM holds a few dozen of each at most.
+    fn handles_in_use(&mut self, first: u32) -> Result<Vec<u32>, HalError> {
+        let mut used = Vec::new();
+        let mut next = first;
+        for _ in 0..16 {
+            let (data, more) = self
+                .ctx
+                .get_capability(CapabilityType::Handles, next, 64)
+                .map_err(HalError::tpm("list handles"))?;
+            let CapabilityData::Handles(list) = data else {
+                break;
+            };
+            let handles: Vec<u32> = list.into_inner().into_iter().map(u32::from).collect();
+            match handles.last() {
+                Some(&last) if more => {
+                    used.extend(handles);
+                    next = last.saturating_add(1);
+                }
+                _ => {
+                    used.extend(handles);
+                    break;
+                }
+            }
+        }
+        Ok(used)
+    }
+
+    /// The first free handle of the same type after `start` (within 256), as hex.
+    fn free_handle_after(&mut self, start: u32) -> String {
+        let kind = start & 0xFF00_0000;
+        let used = self.handles_in_use(kind).unwrap_or_default();
+        let taken = [self.srk_handle, self.identity_handle, self.counter_index];
+        (start.saturating_add(1)..start.saturating_add(256))
+            .find(|h| !used.contains(h) && !taken.contains(h) && *h & 0xFF00_0000 == kind)
+            .map(hex)
+            .unwrap_or_else(|| {
+                "HANDLE (a free one: `tpm2_getcap handles-persistent` or `handles-nv-index` \
+                 lists those in use)"
+                    .to_owned()
+            })
+    }
+
+    /// The error for an object posguard did not create at one of its handles.
+    pub(super) fn foreign(&mut self, place: ForeignPlace, public: &Public) -> HalError {
+        self.foreign_described(place, describe(public))
+    }
+
+    /// [`TpmState::foreign`] with the description made by the caller (NV indexes).
+    pub(super) fn foreign_described(&mut self, place: ForeignPlace, found: String) -> HalError {
+        let (what, handle, option, key) = match place {
+            ForeignPlace::Srk => (
+                "storage root key",
+                self.srk_handle,
+                "--srk-handle",
+                "srk_handle",
+            ),
+            ForeignPlace::Identity => (
+                "device identity key",
+                self.identity_handle,
+                "--identity-handle",
+                "identity_handle",
+            ),
+            ForeignPlace::Counter => (
+                "monotonic counter",
+                self.counter_index,
+                "--counter-index",
+                "counter_index",
+            ),
+        };
+        HalError::Foreign {
+            what,
+            handle: hex(handle),
+            found,
+            option,
+            key,
+            free: self.free_handle_after(handle),
+        }
+    }
+}
+
+/// Which of posguard's persistent handles an object was found at.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum ForeignPlace {
+    Srk,
+    Identity,
+    Counter,
 }

@@ -3,6 +3,7 @@
 //! changed byte is refused there.
 
 use tss_esapi::attributes::ObjectAttributesBuilder;
+use tss_esapi::constants::Tss2ResponseCodeKind as Kind;
 use tss_esapi::interface_types::algorithm::{HashingAlgorithm, PublicAlgorithm};
 use tss_esapi::interface_types::session_handles::AuthSession;
 use tss_esapi::structures::{
@@ -17,6 +18,32 @@ use crate::blob::{BlobKind, put_field, take_field};
 use crate::{HalError, MAX_SEALED_SECRET, SealedBlob};
 
 const PASSWORD: Option<AuthSession> = Some(AuthSession::Password);
+
+/// Whether a failed load is the TPM's state (a resource warning) or the connection, not the blob.
+fn says_nothing_about_the_blob(e: &tss_esapi::Error) -> bool {
+    match e {
+        tss_esapi::Error::Tss2Error(rc) => matches!(
+            rc.kind(),
+            None | Some(
+                Kind::ContextGap
+                    | Kind::ObjectMemory
+                    | Kind::SessionMemory
+                    | Kind::Memory
+                    | Kind::SessionHandles
+                    | Kind::ObjectHandles
+                    | Kind::Locality
+                    | Kind::Yielded
+                    | Kind::Canceled
+                    | Kind::Testing
+                    | Kind::Retry
+                    | Kind::NvRate
+                    | Kind::NvUnavailable
+                    | Kind::Lockout
+            )
+        ),
+        tss_esapi::Error::WrapperError(_) => true,
+    }
+}
 
 fn sealed_template() -> Result<Public, HalError> {
     let attrs = ObjectAttributesBuilder::new()
@@ -83,9 +110,20 @@ impl TpmState {
             .ctx
             .execute_with_session(PASSWORD, |ctx| ctx.load(srk, private, public))
             .map_err(|e| {
-                HalError::blob(format!(
-                    "the TPM refused to load it (tampered, or sealed by another TPM): {e}"
-                ))
+                // A TPM that is short of resources or busy ("out of memory for object
+                // contexts", retry, …) says nothing about the blob: calling that tampering
+                // would make the agent move a good data key aside. Any other refusal is the
+                // blob's (integrity, binding, size…).
+                if !says_nothing_about_the_blob(&e) {
+                    HalError::blob(format!(
+                        "the TPM refused to load it (tampered, or sealed by another TPM): {e}"
+                    ))
+                } else {
+                    HalError::Tpm {
+                        operation: "load a sealed object",
+                        source: e,
+                    }
+                }
             })?;
         let result = self
             .ctx

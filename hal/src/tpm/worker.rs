@@ -24,6 +24,9 @@ pub(crate) struct TpmState {
     pub(crate) srk: Option<KeyHandle>,
     /// The device identity key, once opened.
     pub(crate) identity: Option<KeyHandle>,
+    /// A new identity key loaded beside the stored one (provisioning `--force`), with its public
+    /// area, until it is committed to the identity handle. Flushed with the context otherwise.
+    pub(crate) staged: Option<(KeyHandle, tss_esapi::structures::Public)>,
     /// The NV counter index, once opened.
     pub(crate) counter: Option<NvIndexHandle>,
 }
@@ -79,6 +82,7 @@ impl Worker {
                     counter_index,
                     srk: None,
                     identity: None,
+                    staged: None,
                     counter: None,
                 };
                 // Prove that a TPM answers before saying we are ready.
