@@ -259,8 +259,8 @@ pub fn commit_step(
             let (what, note) = match &step.previous {
                 Some(old) => (
                     format!("replaced posguard's previous key {old} with"),
-                    "; the collector accepts this key's journal under a device id it has not \
-                     seen with the previous key (docs/provisioning.md, \"A new identity key\")",
+                    "; the agent starts a new chain with it and the collector archives the old \
+                     one (docs/provisioning.md, \"A new identity key\")",
                 ),
                 None => ("stored".to_owned(), ""),
             };

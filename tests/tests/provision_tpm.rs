@@ -96,6 +96,14 @@ fn a_forced_reprovisioning_keeps_the_working_identity_until_the_new_one_is_enrol
         .args(["status", "--tcti", &tpm.tcti(), "--config-dir"])
         .arg(&t.etc));
     assert!(status.contains(&format!("fingerprint {new}")), "{status}");
+    // The same device id ships on with the new key: the collector starts a new chain
+    // generation for it (the old chain archived as till-1@gen1, docs/collector.md).
+    t.agent_ships();
+    let alerts = posguard_e2e::collector_cli(&c.config, &["alerts", "--device", "till-1"]);
+    assert!(alerts.contains("device_replaced"), "{alerts}");
+    for refused in ["bad_cert_signature", "bad_signature", "chain_broken"] {
+        assert!(!alerts.contains(refused), "{refused} in {alerts}");
+    }
     // The collector binds a device id to the key that signed its journal: a new key ships
     // under a new device id (docs/provisioning.md, "A new identity key").
     let (ok, out) = init(
