@@ -66,6 +66,8 @@ struct Shipper {
     crl_checked: Option<Instant>,
     /// The collector position last reported as beyond this journal's head.
     ahead_reported: Option<u64>,
+    /// The agent is stopping: ship only, no renewal or CRL fetch.
+    stopping: bool,
 }
 
 fn me() -> PeerCred {
@@ -111,6 +113,7 @@ pub(super) async fn run(deps: UplinkDeps, stop: CancellationToken) {
         prefetched: None,
         crl_checked: None,
         ahead_reported: None,
+        stopping: false,
     };
     loop {
         if stop.is_cancelled() {
@@ -131,6 +134,7 @@ pub(super) async fn run(deps: UplinkDeps, stop: CancellationToken) {
             () = tokio::time::sleep(pause) => {}
         }
     }
+    s.final_flush().await;
 }
 
 impl Shipper {
@@ -265,9 +269,42 @@ impl Shipper {
         Ok(())
     }
 
+    /// One attempt, bounded by [`super::FINAL_FLUSH`], to ship what the journal holds after
+    /// the agent journaled its stop. A failure or the time running out leaves the records for
+    /// the next start, as before.
+    async fn final_flush(&mut self) {
+        self.stopping = true;
+        // Read before the stop record was appended: it may end short of it.
+        self.prefetched = None;
+        let flush = async {
+            loop {
+                match self.step().await {
+                    Ok(Progress::Sent) => {}
+                    Ok(Progress::Idle) => return Ok(()),
+                    Err(f) => return Err(f.error),
+                }
+            }
+        };
+        match tokio::time::timeout(super::FINAL_FLUSH, flush).await {
+            Ok(Ok(())) => tracing::info!(
+                shipped = self.next_seq.saturating_sub(1),
+                "uplink: everything shipped before stopping"
+            ),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "uplink: the final records wait for the next start")
+            }
+            Err(_) => tracing::warn!(
+                within_ms = super::FINAL_FLUSH.as_millis() as u64,
+                "uplink: not shipped in time before stopping; the rest waits for the next start"
+            ),
+        }
+    }
+
     async fn step(&mut self) -> Result<Progress, Failure> {
-        self.maybe_renew().await;
-        self.maybe_refresh_crl().await?;
+        if !self.stopping {
+            self.maybe_renew().await;
+            self.maybe_refresh_crl().await?;
+        }
         let journal = &self.deps.journal;
         let internal =
             |e: crate::journal::JournalError| UplinkError::Config(format!("journal: {e}"));
