@@ -88,26 +88,6 @@ pub(super) fn alerts(
     Ok(())
 }
 
-/// `devices`.
-pub(super) fn devices(store: &mut dyn Store) -> anyhow::Result<()> {
-    for d in store.devices()? {
-        line(&json!({
-            "device_id": d.device_id,
-            "first_seen": format_ms(d.first_seen_ms),
-            "last_seen": format_ms(d.last_seen_ms),
-            "cert_not_after": format_ms(d.cert_not_after_unix.saturating_mul(1000)),
-            "highest_stored": d.highest_stored,
-            "agent_version": d.agent_version,
-            "journal_head": d.journal_head,
-            "journal_shipped": d.journal_shipped,
-            "device_time": format_ms(d.device_wall_ms),
-            "silent": d.silent_alerted,
-            "pending_gaps": d.chain_state.map(|s| s.pending_gaps.len()).unwrap_or(0),
-        }))?;
-    }
-    Ok(())
-}
-
 /// `forks`.
 pub(super) fn forks(store: &mut dyn Store) -> anyhow::Result<()> {
     for (device, seq, hash, at) in store.forks()? {
