@@ -257,6 +257,12 @@ fn usage(msg: impl Into<String>) -> anyhow::Error {
 /// Opens the existing store. A missing one is a usage error naming the path and the fix: a
 /// mistyped `store` would otherwise create an empty database and show an empty fleet.
 fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
+    require_store(config)?;
+    create_or_open_store(config)
+}
+
+/// The usage error for a `store` path that does not exist.
+fn require_store(config: &Config) -> anyhow::Result<()> {
     if !config.store.exists() {
         return Err(usage(format!(
             "the store {} does not exist: correct `store` in the configuration (--config), \
@@ -264,7 +270,7 @@ fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
             config.store.display()
         )));
     }
-    create_or_open_store(config)
+    Ok(())
 }
 
 /// Opens the store, creating it if missing (`serve`, `--create-store`).
