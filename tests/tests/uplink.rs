@@ -312,6 +312,19 @@ fn lockdown_from_operations_is_verified_applied_and_journaled_and_a_forged_one_r
     );
     let a = AgentProcess::start(&good.config, &good.socket);
     let b = AgentProcess::start(&forged.config, &forged.socket);
+    // Commands are refused for devices the collector does not know yet: wait for first contact.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !["term-e2e-2", "term-e2e-3"]
+        .iter()
+        .all(|d| collector_cli(&c.config, &["devices", "--json"]).contains(&format!("\"{d}\"")))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the terminals never reached the collector"
+        );
+        // Polling interval while waiting for first contact, not a synchronisation sleep.
+        std::thread::sleep(Duration::from_millis(50));
+    }
     for device in ["term-e2e-2", "term-e2e-3"] {
         let ops_key = c.ops_key.to_str().unwrap();
         collector_cli(
