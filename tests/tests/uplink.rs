@@ -342,6 +342,21 @@ fn lockdown_from_operations_is_verified_applied_and_journaled_and_a_forged_one_r
     wait_for(&good.socket, 30, "lockdown applied", |s| {
         s["lockdown"] == true
     });
+    // The collector's view: the command delivered, the terminal in lockdown (from its shipped
+    // lockdown_changed record), the one that refused the forged command not.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let delivered = collector_cli(&c.config, &["command", "list", "--device", "term-e2e-2"]);
+        let locked = collector_cli(&c.config, &["devices", "--json", "--state", "lockdown"]);
+        if delivered.contains("\"state\":\"delivered\"") && locked.contains("\"term-e2e-2\"") {
+            assert!(!locked.contains("\"term-e2e-3\""), "{locked}");
+            let v: Value = serde_json::from_str(delivered.lines().next().unwrap()).unwrap();
+            assert!(v["delivered"].as_str().unwrap().ends_with('Z'), "{v}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{delivered} {locked}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // Wait for the forged terminal's refusal to reach the collector (its journal event, shipped
     // like any other), then check it did not lock down.
     let deadline = Instant::now() + Duration::from_secs(30);
