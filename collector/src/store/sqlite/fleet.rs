@@ -157,3 +157,51 @@ fn lifecycle(conn: &Connection) -> Result<HashMap<String, String>, StoreError> {
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{DeviceRow, Store as _};
+
+    /// The lifecycle is shown from whichever known column a store has, and from none when it
+    /// has none (the column belongs to the device lifecycle, not to this view).
+    #[test]
+    fn a_lifecycle_column_is_read_where_the_store_has_one() {
+        for column in [
+            None,
+            Some("lifecycle"),
+            Some("lifecycle_state"),
+            Some("state"),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut store = SqliteStore::open(&dir.path().join("c.db")).unwrap();
+            store
+                .transaction(&mut |tx| {
+                    tx.put_device(&DeviceRow::new("till-1", 1))?;
+                    tx.put_device(&DeviceRow::new("till-2", 1))
+                })
+                .unwrap();
+            if let Some(c) = column {
+                store
+                    .conn
+                    .execute_batch(&format!(
+                        "ALTER TABLE devices ADD COLUMN {c} TEXT;
+                         UPDATE devices SET {c} = 'decommissioned' WHERE device_id = 'till-1';"
+                    ))
+                    .unwrap();
+            }
+            let facts = store.fleet_facts().unwrap();
+            match column {
+                None => assert!(facts.lifecycle.is_empty()),
+                Some(c) => {
+                    assert_eq!(
+                        facts.lifecycle.get("till-1").map(String::as_str),
+                        Some("decommissioned"),
+                        "{c}"
+                    );
+                    assert!(!facts.lifecycle.contains_key("till-2"), "{c}");
+                }
+            }
+        }
+    }
+}
