@@ -1,5 +1,6 @@
 //! The agent daemon: opens the secure element and the journal, serves the local API, and on
-//! SIGTERM/SIGINT stops serving, journals its stop and closes the journal with a checkpoint.
+//! SIGTERM/SIGINT stops serving, journals its stop, gives the uplink one bounded attempt to
+//! ship it, and closes the journal with a checkpoint.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -195,6 +196,8 @@ pub async fn run(
             }
         })
     };
+    // The uplink stops last, after the stop is journaled, so that it can ship that record.
+    let uplink_stop = CancellationToken::new();
     let uplink = match (&config.uplink, &uplink_stats) {
         (Some(uplink_config), Some(stats)) => Some(crate::uplink::spawn(
             crate::uplink::UplinkDeps {
@@ -205,7 +208,7 @@ pub async fn run(
                 clock,
                 stats: stats.clone(),
             },
-            stop.clone(),
+            uplink_stop.clone(),
         )?),
         _ => None,
     };
@@ -218,11 +221,8 @@ pub async fn run(
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), server).await;
     let _ = sweeper.await;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), cache_task).await;
-    if let Some(handle) = uplink {
-        let _ = tokio::task::spawn_blocking(move || handle.join()).await;
-    }
     let _ = std::fs::remove_file(&config.api.socket);
-    journal
+    let stopped = journal
         .append(Event::new(
             clock.stamp(),
             Actor::System,
@@ -231,7 +231,15 @@ pub async fn run(
                 reason: StopReason::Shutdown,
             },
         ))
-        .await?;
+        .await;
+    // Only now: the uplink makes one bounded attempt (crate::uplink::FINAL_FLUSH) to ship what
+    // is left, the stop record included, so that the collector tells a terminal stopped on
+    // purpose from one that lost power. Joined even if the append failed.
+    uplink_stop.cancel();
+    if let Some(handle) = uplink {
+        let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+    }
+    stopped?;
     journal.shutdown().await?;
     Ok(())
 }

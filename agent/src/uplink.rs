@@ -232,8 +232,14 @@ pub struct UplinkDeps {
     pub stats: Arc<UplinkStats>,
 }
 
-/// Starts the uplink on a thread with its own runtime; it stops when `stop` is cancelled,
-/// finishing the batch in flight. Join the handle to wait for it.
+/// How long the uplink may take, once stopped, to ship what the journal still holds (the
+/// agent's stop record above all): well within systemd's `TimeoutStopSec=30s`, short enough
+/// that a shutdown with the collector unreachable is not held up.
+pub const FINAL_FLUSH: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Starts the uplink on a thread with its own runtime; when `stop` is cancelled it finishes
+/// the batch in flight, then makes one attempt of at most [`FINAL_FLUSH`] to ship the rest.
+/// Join the handle to wait for it.
 pub fn spawn(
     deps: UplinkDeps,
     stop: CancellationToken,

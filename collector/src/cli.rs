@@ -3,22 +3,23 @@
 
 mod alerts;
 mod backup;
+mod command;
+mod devices;
+mod maintenance;
 mod lifecycle;
 mod output;
 mod pki;
 mod serve;
+pub mod suggest;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use posguard_proto::text::DeviceId;
-use posguard_proto::uplink::CommandKind;
 
 use crate::EXIT_USAGE;
 use crate::config::Config;
-use crate::store::Store as _;
 use crate::store::sqlite::SqliteStore;
 
 /// Receive, verify, store and alert on the audit trails of a fleet of posguard terminals.
@@ -33,6 +34,10 @@ pub struct Cli {
         default_value = "/etc/posguard/collector.toml"
     )]
     pub config: PathBuf,
+    /// Create the store named by `store` if it does not exist (only `serve` and `restore`
+    /// create one otherwise: a mistyped path is an error, not an empty fleet).
+    #[arg(long, global = true)]
+    pub create_store: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -49,29 +54,21 @@ pub enum Command {
     Alerts(alerts::AlertsArgs),
     /// Stored events as JSON lines for a SIEM (see docs/collector.md for the fields).
     Export(QueryArgs),
-    /// Known devices as JSON lines.
-    Devices,
+    /// Fleet health: every device with its state (ok, lagging, silent, stopped, revoked,
+    /// lockdown, decommissioned), lag, last contact and certificate expiry. A table on a
+    /// terminal, JSON lines when piped or with `--json`.
+    Devices(devices::DevicesArgs),
     /// Forked records kept aside, as JSON lines.
     Forks,
     /// The operations key that signs commands.
     #[command(subcommand)]
     OpsKey(OpsKeyCommand),
-    /// Sign a command and queue it for the device's next acknowledgement.
-    Command {
-        /// The device.
-        #[arg(long)]
-        device: String,
-        /// `lockdown` or `unlock`.
-        action: String,
-        /// The operations key file.
-        #[arg(long)]
-        ops_key: PathBuf,
-    },
-    /// Switch maintenance mode (agents get 503 with Retry-After).
-    Maintenance {
-        /// `on` or `off`.
-        state: String,
-    },
+    /// Sign a command (`lockdown`, `unlock`) and queue it for a known device's next
+    /// acknowledgement, or `list` the commands with their delivery state.
+    Command(command::CommandArgs),
+    /// Switch maintenance mode `on` or `off` (agents get 503 with Retry-After), or show its
+    /// `status`.
+    Maintenance(maintenance::MaintenanceArgs),
     /// The fleet CA: create it, revoke device certificates.
     #[command(subcommand)]
     Ca(CaCommand),
@@ -283,7 +280,27 @@ fn usage(msg: impl Into<String>) -> anyhow::Error {
     UsageError(msg.into()).into()
 }
 
+/// Opens the existing store. A missing one is a usage error naming the path and the fix: a
+/// mistyped `store` would otherwise create an empty database and show an empty fleet.
 fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
+    require_store(config)?;
+    create_or_open_store(config)
+}
+
+/// The usage error for a `store` path that does not exist.
+fn require_store(config: &Config) -> anyhow::Result<()> {
+    if !config.store.exists() {
+        return Err(usage(format!(
+            "the store {} does not exist: correct `store` in the configuration (--config), \
+             or create it by starting `posguard-collector serve` once or by adding --create-store",
+            config.store.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Opens the store, creating it if missing (`serve`, `--create-store`).
+fn create_or_open_store(config: &Config) -> anyhow::Result<SqliteStore> {
     SqliteStore::open(&config.store)
         .with_context(|| format!("cannot open store {}", config.store.display()))
 }
@@ -306,56 +323,20 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         return pki::ca_init(dir, server_names, *days);
     }
     let config = Config::load(&cli.config)?;
+    if cli.create_store && !config.store.exists() {
+        SqliteStore::open(&config.store)
+            .with_context(|| format!("cannot create store {}", config.store.display()))?;
+        eprintln!("created the store {}", config.store.display());
+    }
     match cli.command {
         Command::Serve => serve::serve(&config),
         Command::Query(q) => output::events(&mut open_store(&config)?, &q, false),
         Command::Export(q) => output::events(&mut open_store(&config)?, &q, true),
         Command::Alerts(args) => alerts::run(&config, args),
-        Command::Devices => output::devices(&mut open_store(&config)?),
+        Command::Devices(args) => devices::run(&config, &args),
         Command::Forks => output::forks(&mut open_store(&config)?),
-        Command::Maintenance { state } => {
-            let on = match state.as_str() {
-                "on" => true,
-                "off" => false,
-                other => {
-                    return Err(usage(format!(
-                        "maintenance: expected on or off, not {other:?}"
-                    )));
-                }
-            };
-            open_store(&config)?.set_maintenance(on)?;
-            Ok(())
-        }
-        Command::Command {
-            device,
-            action,
-            ops_key,
-        } => {
-            let kind = CommandKind::from_name(&action).ok_or_else(|| {
-                usage(format!(
-                    "command: expected lockdown or unlock, not {action:?}"
-                ))
-            })?;
-            let device =
-                DeviceId::new(device.as_str()).map_err(|e| usage(format!("--device: {e}")))?;
-            if let Some(expected) = config.ops_public_key()? {
-                let actual = crate::opskey::public_hex(&ops_key)?;
-                if actual != crate::clock::hex(&expected) {
-                    return Err(usage("--ops-key: not the key named by ops_public_key"));
-                }
-            }
-            let mut store = open_store(&config)?;
-            let id = store.next_command_id(device.as_str())?;
-            let now = crate::clock::WallClock::now_ms(&crate::clock::SystemClock);
-            let cmd = crate::opskey::sign(&ops_key, device, id, kind, now)
-                .with_context(|| format!("--ops-key {}", ops_key.display()))?;
-            store.queue_command(&cmd, now)?;
-            println!(
-                "{}",
-                serde_json::json!({"device_id": cmd.device_id.as_str(), "id": id, "kind": kind.name()})
-            );
-            Ok(())
-        }
+        Command::Maintenance(args) => maintenance::run(&config, &args),
+        Command::Command(args) => command::run(&config, &args),
         Command::Ca(CaCommand::ServerCert {
             out_dir,
             server_names,

@@ -123,8 +123,10 @@ fn default_header_timeout() -> u64 {
 fn default_request_timeout() -> u64 {
     60
 }
+// Short, so that leaving maintenance brings the fleet back within a minute (it was 300 s:
+// terminals then waited five minutes after `maintenance off`).
 fn default_maintenance_retry() -> u64 {
-    300
+    30
 }
 fn default_silent_after() -> u64 {
     3600
@@ -189,6 +191,13 @@ impl Config {
         }
         if self.silent_after_s == 0 {
             return bad("silent_after_s", "must be at least 1");
+        }
+        // A terminal told to come back later must not look silent before it may.
+        if self.maintenance_retry_after_s >= self.silent_after_s {
+            return bad(
+                "maintenance_retry_after_s",
+                "must be less than silent_after_s (terminals wait this long after maintenance)",
+            );
         }
         let rl = self.rate_limit;
         if !(rl.per_second.is_finite() && rl.per_second > 0.0) {

@@ -21,6 +21,8 @@
 //!   the connection ([`store::StoreHandle`]); [`backup`]: online backup, and restore after
 //!   re-verifying every chain; [`lock`]: the store lock `serve` holds and `restore` respects.
 //! - [`ratelimit`]: per-device token buckets; [`metrics`]: Prometheus text on its own listener.
+//! - [`health`]: what a device's stored facts mean for operations (ok, lagging, silent,
+//!   stopped, revoked, lockdown, decommissioned), shown by `devices`.
 //! - [`opskey`]: the operations Ed25519 key that signs commands; [`clock`]: wall time and
 //!   timestamp parsing.
 //! - [`cli`]: the subcommands (`serve`, `query`, `alerts`, `export`, `devices`, `ops-key`,
@@ -42,6 +44,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod enroll;
+pub mod health;
 pub mod ingest;
 pub mod lifecycle;
 pub mod lock;

@@ -21,6 +21,10 @@ use serde::Serialize;
 use crate::alerts::triage::{ActionRow, AlertFilter, Triage, TriageRefusal};
 use crate::alerts::{AlertKind, NewAlert, Raised};
 
+/// The setting that holds when maintenance mode was last seen on (Unix ms): silence is
+/// measured from then, since terminals were told to stay away until it ended.
+pub const MAINTENANCE_SEEN_MS: &str = "maintenance_seen_ms";
+
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -329,6 +333,10 @@ pub trait Store: Send {
     fn maintenance(&mut self) -> Result<bool, StoreError>;
     /// Switches maintenance mode.
     fn set_maintenance(&mut self, on: bool) -> Result<(), StoreError>;
+    /// A value of the key-value settings (for example [`MAINTENANCE_SEEN_MS`]).
+    fn setting(&mut self, key: &str) -> Result<Option<String>, StoreError>;
+    /// Sets a value of the key-value settings.
+    fn set_setting(&mut self, key: &str, value: &str) -> Result<(), StoreError>;
     /// Stored events matching `q`, oldest first by (wall time, device, seq), passed to `out`.
     fn query(
         &mut self,

@@ -131,6 +131,18 @@ fn revoked_serials(
     Ok(Arc::new(serials))
 }
 
+/// The serials (hex, as `enrollments` prints them) the configured CRL revokes, after the same
+/// signature check `serve` applies; empty without `crl`. For the CLI's fleet view.
+pub fn crl_serials(files: &TlsFiles) -> Result<std::collections::HashSet<String>, TlsError> {
+    let Some(path) = &files.crl else {
+        return Ok(std::collections::HashSet::new());
+    };
+    let roots = read_certs("fleet_ca", &files.fleet_ca)?;
+    let crls = read_crls(path)?;
+    let serials = revoked_serials(path, &crls, &roots)?;
+    Ok(serials.iter().map(|s| crate::pki::serial_hex(s)).collect())
+}
+
 /// Builds the server configuration from the files.
 pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
     Ok(build(files, &Arc::new(Attempts::default()))?.0)

@@ -60,6 +60,24 @@ fn ops_commands_on_an_empty_store() {
     let public = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     assert_eq!(public.len(), 64);
     let cfg = write_config(dir.path(), &format!("ops_public_key = \"{public}\"\n"));
+    // The store is created only when asked (a mistyped path is an error: tests/typos.rs); a
+    // token makes term-0001 a device the collector knows, so commands for it are accepted.
+    let out = bin(
+        dir.path(),
+        &[
+            "--config",
+            &cfg,
+            "--create-store",
+            "enroll-token",
+            "create",
+            "--device-id",
+            "term-0001",
+            "--ttl",
+            "1h",
+            "--quiet",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
     for args in [
         vec!["maintenance", "on"],
         vec!["maintenance", "off"],

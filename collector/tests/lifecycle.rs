@@ -84,7 +84,7 @@ async fn a_decommissioned_device_cannot_renew_and_its_id_starts_a_new_generation
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
             (
                 v["device_id"].as_str().unwrap().to_owned(),
-                v["state"].as_str().unwrap().to_owned(),
+                v["lifecycle"].as_str().unwrap().to_owned(),
                 v["generation"].as_u64().unwrap(),
                 v["highest_stored"].as_u64().unwrap(),
             )

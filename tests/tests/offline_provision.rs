@@ -258,7 +258,7 @@ fn offline_csr_signed_by_the_collector_installs_and_the_agent_ships() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let devices = c.devices();
-    assert_eq!(devices[ID]["state"], "active", "{devices:?}");
+    assert_eq!(devices[ID]["lifecycle"], "active", "{devices:?}");
     assert!(
         devices[ID]["highest_stored"].as_u64().unwrap() >= 1,
         "{devices:?}"

@@ -312,6 +312,19 @@ fn lockdown_from_operations_is_verified_applied_and_journaled_and_a_forged_one_r
     );
     let a = AgentProcess::start(&good.config, &good.socket);
     let b = AgentProcess::start(&forged.config, &forged.socket);
+    // Commands are refused for devices the collector does not know yet: wait for first contact.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !["term-e2e-2", "term-e2e-3"]
+        .iter()
+        .all(|d| collector_cli(&c.config, &["devices", "--json"]).contains(&format!("\"{d}\"")))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the terminals never reached the collector"
+        );
+        // Polling interval while waiting for first contact, not a synchronisation sleep.
+        std::thread::sleep(Duration::from_millis(50));
+    }
     for device in ["term-e2e-2", "term-e2e-3"] {
         let ops_key = c.ops_key.to_str().unwrap();
         collector_cli(
@@ -329,6 +342,21 @@ fn lockdown_from_operations_is_verified_applied_and_journaled_and_a_forged_one_r
     wait_for(&good.socket, 30, "lockdown applied", |s| {
         s["lockdown"] == true
     });
+    // The collector's view: the command delivered, the terminal in lockdown (from its shipped
+    // lockdown_changed record), the one that refused the forged command not.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let delivered = collector_cli(&c.config, &["command", "list", "--device", "term-e2e-2"]);
+        let locked = collector_cli(&c.config, &["devices", "--json", "--state", "lockdown"]);
+        if delivered.contains("\"state\":\"delivered\"") && locked.contains("\"term-e2e-2\"") {
+            assert!(!locked.contains("\"term-e2e-3\""), "{locked}");
+            let v: Value = serde_json::from_str(delivered.lines().next().unwrap()).unwrap();
+            assert!(v["delivered"].as_str().unwrap().ends_with('Z'), "{v}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{delivered} {locked}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // Wait for the forged terminal's refusal to reach the collector (its journal event, shipped
     // like any other), then check it did not lock down.
     let deadline = Instant::now() + Duration::from_secs(30);

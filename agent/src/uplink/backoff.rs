@@ -1,5 +1,10 @@
 //! Retry delays: exponential backoff with full jitter (a random delay between zero and the
 //! exponential bound), bounded to `[min, max]`, and the collector's `Retry-After` honoured.
+//!
+//! A `Retry-After` comes from a collector that is up and says when to come back (maintenance,
+//! rate limit): the delay is then that time plus up to half of it again (so a fleet does not
+//! return at one instant), whatever the exponential bound has grown to. Growing it there made
+//! terminals wait up to `backoff_max_secs` after a long maintenance window had ended.
 
 use std::time::Duration;
 
@@ -35,7 +40,7 @@ impl Backoff {
         let span = ceiling.saturating_sub(self.min);
         let jittered = self.min.saturating_add(span.mul_f64(unit.clamp(0.0, 1.0)));
         match retry_after {
-            Some(floor) => jittered.max(floor).min(self.max.max(floor)),
+            Some(floor) => floor.saturating_add((floor / 2).mul_f64(unit.clamp(0.0, 1.0))),
             None => jittered,
         }
     }
@@ -89,5 +94,25 @@ mod tests {
             Duration::from_secs(30)
         );
         assert!(b.next(0.5, Some(Duration::from_secs(600))) >= Duration::from_secs(600));
+    }
+
+    /// However long the collector kept answering 503 with `Retry-After: 30`, the next try comes
+    /// within 30 to 45 s, never at the grown exponential bound.
+    #[test]
+    fn retry_after_is_honoured_without_growing_after_many_refusals() {
+        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
+        for _ in 0..50 {
+            for unit in [0.0, 0.3, 0.999, 1.0] {
+                let d = b.next(unit, Some(Duration::from_secs(30)));
+                assert!(
+                    (Duration::from_secs(30)..=Duration::from_secs(45)).contains(&d),
+                    "{d:?}"
+                );
+            }
+        }
+        assert!(
+            b.ceiling() == Duration::from_secs(300),
+            "the bound still grows for other failures"
+        );
     }
 }

@@ -16,6 +16,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use tokio_util::sync::CancellationToken;
 
 mod ack;
+mod final_flush;
 
 use super::http::Connection;
 use super::renew::{self, RenewSchedule};
@@ -66,6 +67,8 @@ struct Shipper {
     crl_checked: Option<Instant>,
     /// The collector position last reported as beyond this journal's head.
     ahead_reported: Option<u64>,
+    /// The agent is stopping: ship only, no renewal or CRL fetch.
+    stopping: bool,
 }
 
 fn me() -> PeerCred {
@@ -111,6 +114,7 @@ pub(super) async fn run(deps: UplinkDeps, stop: CancellationToken) {
         prefetched: None,
         crl_checked: None,
         ahead_reported: None,
+        stopping: false,
     };
     loop {
         if stop.is_cancelled() {
@@ -131,6 +135,7 @@ pub(super) async fn run(deps: UplinkDeps, stop: CancellationToken) {
             () = tokio::time::sleep(pause) => {}
         }
     }
+    s.final_flush().await;
 }
 
 impl Shipper {
@@ -266,8 +271,10 @@ impl Shipper {
     }
 
     async fn step(&mut self) -> Result<Progress, Failure> {
-        self.maybe_renew().await;
-        self.maybe_refresh_crl().await?;
+        if !self.stopping {
+            self.maybe_renew().await;
+            self.maybe_refresh_crl().await?;
+        }
         let journal = &self.deps.journal;
         let internal =
             |e: crate::journal::JournalError| UplinkError::Config(format!("journal: {e}"));

@@ -5,6 +5,7 @@ use anyhow::Context as _;
 use crate::config::Config;
 
 pub(super) fn backup(config: &Config, out: &std::path::Path) -> anyhow::Result<()> {
+    super::require_store(config)?;
     let summary = crate::backup::backup(&config.store, out)
         .with_context(|| format!("backup of {}", config.store.display()))?;
     println!("{}", serde_json::to_string(&summary)?);

@@ -68,35 +68,6 @@ pub(super) fn events(store: &mut dyn Store, q: &QueryArgs, export: bool) -> anyh
     Ok(())
 }
 
-/// `devices`.
-pub(super) fn devices(store: &mut dyn Store) -> anyhow::Result<()> {
-    let lifecycles: std::collections::HashMap<String, crate::store::LifecycleRow> = store
-        .lifecycles()?
-        .into_iter()
-        .map(|l| (l.device_id.clone(), l))
-        .collect();
-    for d in store.devices()? {
-        let life = lifecycles.get(&d.device_id);
-        line(&json!({
-            "device_id": d.device_id,
-            "first_seen": format_ms(d.first_seen_ms),
-            "last_seen": format_ms(d.last_seen_ms),
-            "cert_not_after": format_ms(d.cert_not_after_unix.saturating_mul(1000)),
-            "highest_stored": d.highest_stored,
-            "agent_version": d.agent_version,
-            "journal_head": d.journal_head,
-            "journal_shipped": d.journal_shipped,
-            "device_time": format_ms(d.device_wall_ms),
-            "silent": d.silent_alerted,
-            "pending_gaps": d.chain_state.map(|s| s.pending_gaps.len()).unwrap_or(0),
-            // Lifecycle (docs/collector.md, "Device lifecycle"): no row is active, generation 1.
-            "state": life.map_or("active", |l| l.state.name()),
-            "generation": life.map_or(1, |l| l.generation),
-        }))?;
-    }
-    Ok(())
-}
-
 /// `forks`.
 pub(super) fn forks(store: &mut dyn Store) -> anyhow::Result<()> {
     for (device, seq, hash, at) in store.forks()? {

@@ -22,7 +22,7 @@ pub(super) fn serve(config: &Config) -> anyhow::Result<()> {
     }
     // Held until the process exits: `restore` refuses to replace the store under us.
     let _lock = crate::lock::StoreLock::try_acquire(&config.store)?;
-    let store = super::open_store(config)?;
+    let store = super::create_or_open_store(config)?;
     // WAL checkpoints (copying pages into the database and its fsync) off the ingest path.
     store
         .leave_checkpoints_to_background()
@@ -76,6 +76,7 @@ pub(super) fn serve(config: &Config) -> anyhow::Result<()> {
             metrics.clone(),
             silent_after,
             (silent_after / 4).clamp(Duration::from_secs(1), Duration::from_secs(60)),
+            config.maintenance_file.clone(),
             stop.clone(),
         ));
         let state = Arc::new(state);

@@ -1,4 +1,6 @@
-//! The periodic check for terminals that have gone silent.
+//! The periodic check for terminals that have gone silent. Maintenance mode tells terminals
+//! to stay away, so while it is on nobody is silent, and afterwards silence is measured from
+//! when it was last seen on ([`MAINTENANCE_SEEN_MS`]), not from each terminal's last contact.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +12,7 @@ use crate::alerts::{AlertKind, NewAlert, Raised};
 use crate::clock::WallClock;
 use crate::clock::format_ms;
 use crate::metrics::Metrics;
-use crate::store::{Store, StoreError};
+use crate::store::{MAINTENANCE_SEEN_MS, Store, StoreError};
 
 /// Raises one `silent` alert per device not heard from for `silent_after` (again only after
 /// it has been heard from since). Returns how many were raised.
@@ -20,6 +22,15 @@ pub fn sweep_silent(
     silent_after: Duration,
 ) -> Result<u64, StoreError> {
     let before = now_ms.saturating_sub(u64::try_from(silent_after.as_millis()).unwrap_or(u64::MAX));
+    let maintenance_seen: u64 = store
+        .setting(MAINTENANCE_SEEN_MS)?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if maintenance_seen >= before {
+        // Within silent_after of maintenance: every terminal may still be waiting out its
+        // Retry-After.
+        return Ok(0);
+    }
     let mut raised = 0u64;
     store.transaction(&mut |tx| {
         raised = 0;
@@ -43,13 +54,28 @@ pub fn sweep_silent(
     Ok(raised)
 }
 
-/// Runs [`sweep_silent`] every `every` until `stop`.
+/// While maintenance is on (the store's flag or `maintenance_file`), records now as when it
+/// was last seen on and returns true: no sweep then.
+pub fn note_maintenance(
+    store: &mut dyn Store,
+    now_ms: u64,
+    maintenance_file: Option<&std::path::Path>,
+) -> Result<bool, StoreError> {
+    let on = maintenance_file.is_some_and(|f| f.exists()) || store.maintenance()?;
+    if on {
+        store.set_setting(MAINTENANCE_SEEN_MS, &now_ms.to_string())?;
+    }
+    Ok(on)
+}
+
+/// Runs [`sweep_silent`] every `every` until `stop`, except during maintenance.
 pub async fn run_sweeps(
     store: crate::store::StoreHandle,
     clock: Arc<dyn WallClock>,
     metrics: Arc<Metrics>,
     silent_after: Duration,
     every: Duration,
+    maintenance_file: Option<std::path::PathBuf>,
     stop: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(every);
@@ -59,8 +85,14 @@ pub async fn run_sweeps(
             _ = tick.tick() => {}
         }
         let now = clock.now_ms();
+        let file = maintenance_file.clone();
         match store
-            .call(move |s| sweep_silent(s, now, silent_after))
+            .call(move |s| {
+                if note_maintenance(s, now, file.as_deref())? {
+                    return Ok(0);
+                }
+                sweep_silent(s, now, silent_after)
+            })
             .await
         {
             Ok(n) => {

@@ -2,11 +2,14 @@
 //! transaction survives a power loss before the agent is told its records are stored.
 
 mod enroll;
+mod fleet;
 mod lifecycle;
 mod read;
 mod rules;
 mod triage;
 mod tx;
+
+pub use fleet::{CommandRow, FleetFacts};
 
 use std::path::Path;
 
@@ -275,6 +278,26 @@ impl Store for SqliteStore {
             "INSERT INTO settings (key, value) VALUES ('maintenance', ?1)
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             params![if on { "on" } else { "off" }],
+        )?;
+        Ok(())
+    }
+
+    fn setting(&mut self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT value FROM settings WHERE key = ?1",
+                params![key],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    fn set_setting(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO settings (key, value) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![key, value],
         )?;
         Ok(())
     }

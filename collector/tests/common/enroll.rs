@@ -79,6 +79,19 @@ pub fn fleet(extra: &str) -> Fleet {
     );
     let config = dir.path().join("collector.toml");
     std::fs::write(&config, &text).unwrap();
+    // Tokens are issued before the collector first starts: create its store, as operations
+    // would with --create-store (without it the CLI refuses a store path that does not exist).
+    let created = bin(
+        dir.path(),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--create-store",
+            "enroll-token",
+            "list",
+        ],
+    );
+    assert!(created.status.success(), "{created:?}");
     let pki_dir = dir.path().join("pki");
     let ca_pem = std::fs::read_to_string(pki_dir.join("fleet-ca.pem")).unwrap();
     let key =
