@@ -129,6 +129,12 @@ fn a_journal_that_went_back_raises_one_alert_and_retries_add_none() {
             .contains(&"chain_regressed".to_owned())
             .then_some(())
     });
+    // The agent has taken in the refusal (it journals behind_collector before it counts the
+    // failure) before its chain grows: a head already past the collector's would hide it.
+    poll(30, "the refusal counted by the agent", || {
+        let f = agent_status(&t.socket)["uplink"]["failures"].as_u64()?;
+        (f >= 1).then_some(())
+    });
     // The new chain grows past the stored head: its next record does not link to what the
     // collector holds, and the agent retries that refused batch again and again.
     append_business_events(&t.socket, 1, stored + 5, 2);
