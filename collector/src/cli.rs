@@ -4,6 +4,7 @@
 mod backup;
 mod output;
 mod pki;
+mod query;
 mod serve;
 
 use std::path::PathBuf;
@@ -18,6 +19,8 @@ use crate::EXIT_USAGE;
 use crate::config::Config;
 use crate::store::Store as _;
 use crate::store::sqlite::SqliteStore;
+
+pub use query::{ExportArgs, QueryArgs};
 
 /// Receive, verify, store and alert on the audit trails of a fleet of posguard terminals.
 #[derive(Debug, Parser)]
@@ -52,8 +55,9 @@ pub enum Command {
         #[arg(long)]
         device: Option<String>,
     },
-    /// Stored events as JSON lines for a SIEM (see docs/collector.md for the fields).
-    Export(QueryArgs),
+    /// Stored events as JSON lines for a SIEM, resumable from a cursor (see docs/collector.md
+    /// for the fields).
+    Export(ExportArgs),
     /// Known devices as JSON lines.
     Devices,
     /// Forked records kept aside, as JSON lines.
@@ -187,26 +191,6 @@ pub enum OpsKeyCommand {
     },
 }
 
-/// Filters of `query` and `export`.
-#[derive(Debug, clap::Args)]
-pub struct QueryArgs {
-    /// Only this device.
-    #[arg(long)]
-    pub device: Option<String>,
-    /// Event time at or after (RFC 3339 or Unix ms).
-    #[arg(long)]
-    pub since: Option<String>,
-    /// Event time before (RFC 3339 or Unix ms).
-    #[arg(long)]
-    pub until: Option<String>,
-    /// Only this event kind (`login_failed`, `locked_out`, …).
-    #[arg(long)]
-    pub kind: Option<String>,
-    /// Only this severity or higher (`info`, `notice`, `warning`, `critical`).
-    #[arg(long)]
-    pub min_severity: Option<String>,
-}
-
 /// A usage error: exit 64.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -282,8 +266,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(&cli.config)?;
     match cli.command {
         Command::Serve => serve::serve(&config),
-        Command::Query(q) => output::events(&mut open_store(&config)?, &q, false),
-        Command::Export(q) => output::events(&mut open_store(&config)?, &q, true),
+        Command::Query(q) => query::query(&mut open_store(&config)?, &q),
+        Command::Export(e) => query::export(&mut open_store(&config)?, &e),
         Command::Alerts { since, device } => {
             let since = parse_opt_time("--since", since.as_deref())?;
             output::alerts(&mut open_store(&config)?, since, device.as_deref())

@@ -21,6 +21,7 @@
 //! - [`ratelimit`]: per-device token buckets; [`metrics`]: Prometheus text on its own listener.
 //! - [`opskey`]: the operations Ed25519 key that signs commands; [`clock`]: wall time and
 //!   timestamp parsing.
+//! - [`document`]: the flat JSON document of a stored event (`query`, `export`).
 //! - [`cli`]: the subcommands (`serve`, `query`, `alerts`, `export`, `devices`, `ops-key`,
 //!   `command`, `maintenance`, `ca`, `enroll-token`, `enrollments`, `backup`, `restore`).
 #![forbid(unsafe_code)]
@@ -39,6 +40,7 @@ pub mod backup;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod document;
 pub mod enroll;
 pub mod ingest;
 pub mod lock;

@@ -112,6 +112,8 @@ pub struct RecordRow<'a> {
     pub wall_ms: u64,
     /// `clerk:<id>`, `system` or `collector`.
     pub actor: &'a str,
+    /// The clerk the event concerns ([`crate::document::event_clerk`]), for `--clerk`.
+    pub clerk: Option<&'a str>,
     /// The record's canonical bytes (the event is rendered from them when read).
     pub raw: &'a [u8],
 }
@@ -133,10 +135,15 @@ pub struct StoredEvent {
     pub wall_ms: u64,
     /// Actor.
     pub actor: String,
+    /// The clerk the event concerns, if any.
+    pub clerk: Option<String>,
     /// The event as JSON, rendered from the stored record.
-    pub event_json: String,
+    pub event: serde_json::Value,
     /// When the collector stored it (Unix ms).
     pub received_ms: u64,
+    /// Its place in the order the collector stored records (1, 2, …; never reused): what an
+    /// export cursor counts.
+    pub received_seq: u64,
 }
 
 /// A filter on stored events.
@@ -152,6 +159,15 @@ pub struct EventQuery {
     pub kind: Option<String>,
     /// Only these severity names (at least a minimum).
     pub severities: Option<Vec<String>>,
+    /// Only events concerning this clerk (named by the event, or acting).
+    pub clerk: Option<String>,
+    /// Stored by the collector at or after (Unix ms).
+    pub received_since_ms: Option<u64>,
+    /// Stored by the collector before (Unix ms).
+    pub received_until_ms: Option<u64>,
+    /// Only records stored after this place in the received order (an export cursor); the
+    /// output is then in received order instead of event time.
+    pub after_received_seq: Option<u64>,
 }
 
 /// A stored alert.
@@ -285,12 +301,15 @@ pub trait Store: Send {
     fn maintenance(&mut self) -> Result<bool, StoreError>;
     /// Switches maintenance mode.
     fn set_maintenance(&mut self, on: bool) -> Result<(), StoreError>;
-    /// Stored events matching `q`, oldest first by (wall time, device, seq), passed to `out`.
+    /// Stored events matching `q`, passed to `out`: oldest first by (wall time, device, seq), or
+    /// in received order when `q.after_received_seq` is set.
     fn query(
         &mut self,
         q: &EventQuery,
         out: &mut dyn FnMut(StoredEvent) -> Result<(), StoreError>,
     ) -> Result<(), StoreError>;
+    /// The highest place in the received order (0 for an empty store).
+    fn last_received_seq(&mut self) -> Result<u64, StoreError>;
     /// Alerts, oldest first, optionally since a time and for one device.
     fn alerts(
         &mut self,

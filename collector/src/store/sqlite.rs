@@ -3,6 +3,7 @@
 
 mod enroll;
 mod read;
+mod received;
 mod tx;
 
 use std::path::Path;
@@ -40,6 +41,8 @@ CREATE TABLE IF NOT EXISTS records (
     actor TEXT NOT NULL,
     raw BLOB NOT NULL,
     received_ms INTEGER NOT NULL,
+    clerk TEXT,
+    received_seq INTEGER,
     PRIMARY KEY (device_id, seq)
 );
 CREATE INDEX IF NOT EXISTS records_by_time ON records (wall_ms);
@@ -235,6 +238,7 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
     if has_event_json {
         conn.execute_batch("ALTER TABLE records DROP COLUMN event_json")?;
     }
+    received::migrate(conn)?;
     Ok(())
 }
 
@@ -276,6 +280,13 @@ impl Store for SqliteStore {
         out: &mut dyn FnMut(StoredEvent) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         read::query(&self.conn, q, out)
+    }
+
+    fn last_received_seq(&mut self) -> Result<u64, StoreError> {
+        let max: Option<u64> =
+            self.conn
+                .query_row("SELECT MAX(received_seq) FROM records", [], |r| r.get(0))?;
+        Ok(max.unwrap_or(0))
     }
 
     fn alerts(
