@@ -25,8 +25,8 @@ pub(super) fn load(path: &Path, newest: u64) -> anyhow::Result<u64> {
     };
     let at = serde_json::from_str::<Value>(&text)
         .ok()
-        .filter(|v| v["schema"] == SCHEMA)
-        .and_then(|v| v["received_seq"].as_u64())
+        .filter(|v| v.get("schema").and_then(Value::as_str) == Some(SCHEMA))
+        .and_then(|v| v.get("received_seq").and_then(Value::as_u64))
         .ok_or_else(|| {
             usage(format!(
                 "--cursor: {} is not an export cursor (expected {}); give the export its own \
