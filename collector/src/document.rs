@@ -178,7 +178,7 @@ fn flatten_into(out: &mut Map<String, Value>, prefix: &str, v: &Value, depth: us
                     if !prefix.is_empty() {
                         out.insert(prefix.to_owned(), variant.clone().into());
                     }
-                    // Struct data under the field's own prefix (`finding_expected`), a
+                    // Struct data under the field's own prefix (`finding_store`), a
                     // single value under the variant's (`action_other`).
                     let at = if data.is_object() {
                         prefix.to_owned()

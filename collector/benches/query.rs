@@ -1,0 +1,160 @@
+//! Investigation and export against a growing history: one device's window (`query --device D
+//! --since T --until T+100s`) and an export resuming from a cursor, on stores where that device
+//! has 10,000 to 1,000,000 records. What `query`/`export` run, through the library (SQLite
+//! store, documents rendered), without the process start the CLI adds.
+//!
+//! For each size: the median of 30 runs of each query with the store's indexes, then the window
+//! query again with the (device, time) index dropped (the plan stores had before it). The window
+//! and the exported tail hold 100 records each whatever the size: with the index, the time must
+//! not grow with the history.
+//!
+//! Run: `./scripts/bench.sh query` (or `cargo bench -p posguard-collector --bench query`).
+//! Knob: `POSGUARD_BENCH_SIZES` (comma-separated, default `10000,100000,1000000`).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::path::Path;
+use std::time::Instant;
+
+use posguard_collector::document::document;
+use posguard_collector::store::sqlite::SqliteStore;
+use posguard_collector::store::{EventQuery, RecordRow, Store as _};
+use posguard_proto::chain::{ChainHead, journal_key_id};
+use posguard_proto::event::{Actor, Event, EventKind, Stamp};
+use posguard_proto::record::Record;
+use posguard_proto::text::{ClerkId, DeviceId};
+use ring::signature::{Ed25519KeyPair, KeyPair as _};
+
+const T0: u64 = 1_765_000_000_000;
+const WINDOW: u64 = 100;
+
+/// One real record's bytes (every row reuses them: rendering decodes them as for any row).
+fn record() -> Vec<u8> {
+    let key = Ed25519KeyPair::from_seed_unchecked(&[7; 32]).unwrap();
+    let public: [u8; 32] = key.public_key().as_ref().try_into().unwrap();
+    let id = DeviceId::new("till-0001").unwrap();
+    let event = Event::new(
+        Stamp {
+            wall_ms: T0,
+            mono_ns: 1,
+            boot_id: [1; 16],
+        },
+        Actor::System,
+        None,
+        EventKind::LoggedOut {
+            clerk: ClerkId::new("anna").unwrap(),
+        },
+    );
+    Record::build(
+        &ChainHead::genesis(&id),
+        journal_key_id(&public),
+        &event,
+        |m| key.sign(m).as_ref().try_into().unwrap(),
+    )
+    .unwrap()
+    .as_bytes()
+    .to_vec()
+}
+
+/// A store where `till-0001` has `n` records one second apart (and another device one in 100).
+fn fill(path: &Path, n: u64) {
+    let raw = record();
+    let mut store = SqliteStore::open(path).unwrap();
+    let hash = [0u8; 32];
+    let mut seq = 0;
+    while seq < n {
+        store
+            .transaction(&mut |tx| {
+                for _ in 0..10_000.min(n - seq) {
+                    seq += 1;
+                    for device in ["till-0001", "till-0002"] {
+                        if device == "till-0002" && seq % 100 != 0 {
+                            continue;
+                        }
+                        let row = RecordRow {
+                            device_id: device,
+                            seq,
+                            hash: &hash,
+                            kind: "logged_out",
+                            severity: "info",
+                            wall_ms: T0 + seq * 1_000,
+                            actor: "system",
+                            clerk: Some("anna"),
+                            raw: &raw,
+                        };
+                        tx.put_record(&row, T0 + seq * 1_000 + 5)?;
+                    }
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+}
+
+/// Median milliseconds of 30 runs, and the rows one run returned.
+fn median_ms(store: &mut SqliteStore, q: &EventQuery) -> (f64, usize) {
+    let mut times = Vec::new();
+    let mut rows = 0;
+    for _ in 0..30 {
+        let started = Instant::now();
+        rows = 0;
+        store
+            .query(q, &mut |e| {
+                std::hint::black_box(document(&e).to_string());
+                rows += 1;
+                Ok(())
+            })
+            .unwrap();
+        times.push(started.elapsed());
+    }
+    times.sort();
+    (times[times.len() / 2].as_secs_f64() * 1e3, rows)
+}
+
+fn main() {
+    let sizes: Vec<u64> = std::env::var("POSGUARD_BENCH_SIZES")
+        .unwrap_or_else(|_| "10000,100000,1000000".into())
+        .split(',')
+        .map(|s| s.trim().parse().unwrap())
+        .collect();
+    println!(
+        "device history | window of 100: indexed / index dropped | export of the 100 after a cursor"
+    );
+    for n in sizes {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.db");
+        let started = Instant::now();
+        fill(&path, n);
+        let fill_s = started.elapsed().as_secs_f64();
+        let mut store = SqliteStore::open(&path).unwrap();
+        let mid = T0 + (n / 2) * 1_000;
+        let window = EventQuery {
+            device_id: Some("till-0001".into()),
+            since_ms: Some(mid),
+            until_ms: Some(mid + WINDOW * 1_000),
+            ..EventQuery::default()
+        };
+        let (indexed, rows) = median_ms(&mut store, &window);
+        assert_eq!(rows, WINDOW as usize);
+        let tail = EventQuery {
+            after_received_seq: Some(store.last_received_seq().unwrap() - WINDOW),
+            ..EventQuery::default()
+        };
+        let (export, rows) = median_ms(&mut store, &tail);
+        assert_eq!(rows, WINDOW as usize);
+        // Opening creates the index: drop it behind the open store's back (SQLite re-plans).
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute_batch("DROP INDEX records_by_device_time")
+            .unwrap();
+        let (plain, rows) = median_ms(&mut store, &window);
+        assert_eq!(rows, WINDOW as usize);
+        println!(
+            "{n:>9} | {indexed:.2} ms / {plain:.2} ms | {export:.2} ms   (store filled in {fill_s:.1} s)"
+        );
+    }
+}
