@@ -8,6 +8,11 @@
 //! and the exported tail hold 100 records each whatever the size: with the index, the time must
 //! not grow with the history.
 //!
+//! Then the price at ingest: µs per stored record for the records table as it was before (two
+//! indexes) and as it is now (the `clerk` and `received_seq` columns, the received-order lookup
+//! per insert, two more indexes), 1,000 devices interleaved as ingest writes them, in
+//! transactions of 10,000 rows, with the store's pragmas.
+//!
 //! Run: `./scripts/bench.sh query` (or `cargo bench -p posguard-collector --bench query`).
 //! Knob: `POSGUARD_BENCH_SIZES` (comma-separated, default `10000,100000,1000000`).
 #![allow(
@@ -115,6 +120,96 @@ fn median_ms(store: &mut SqliteStore, q: &EventQuery) -> (f64, usize) {
     (times[times.len() / 2].as_secs_f64() * 1e3, rows)
 }
 
+/// Median µs per row of inserting `devices` × `per_device` rows (device-interleaved, 10,000 per
+/// transaction), with the records table of before (`new` false) or of now.
+fn insert_us(new: bool, devices: u64, per_device: u64) -> f64 {
+    insert_variant(if new { "new" } else { "old" }, devices, per_device)
+}
+
+/// `old`, `new`, or the old table plus one part: `+time_index`, `+received`.
+fn insert_variant(variant: &str, devices: u64, per_device: u64) -> f64 {
+    let new = variant == "new";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("i.db");
+    let conn = if new {
+        drop(SqliteStore::open(&path).unwrap());
+        rusqlite::Connection::open(&path).unwrap()
+    } else {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(
+            "CREATE TABLE records (
+                 device_id TEXT NOT NULL, seq INTEGER NOT NULL, hash BLOB NOT NULL,
+                 kind TEXT NOT NULL, severity TEXT NOT NULL, wall_ms INTEGER NOT NULL,
+                 actor TEXT NOT NULL, raw BLOB NOT NULL, received_ms INTEGER NOT NULL,
+                 PRIMARY KEY (device_id, seq));
+             CREATE INDEX records_by_time ON records (wall_ms);
+             CREATE INDEX records_by_kind ON records (kind, wall_ms);",
+        )
+        .unwrap();
+        if variant == "+time_index" || variant == "old+both" {
+            c.execute_batch("CREATE INDEX t ON records (device_id, wall_ms, seq)")
+                .unwrap();
+        }
+        if variant == "+received" {
+            c.execute_batch(
+                "ALTER TABLE records ADD COLUMN received_seq INTEGER;
+                 CREATE UNIQUE INDEX r ON records (received_seq);",
+            )
+            .unwrap();
+        }
+        c
+    };
+    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+    conn.pragma_update(None, "synchronous", "FULL").unwrap();
+    conn.pragma_update(None, "cache_size", -65_536).unwrap();
+    conn.pragma_update(None, "temp_store", "MEMORY").unwrap();
+    let sql = if variant == "+received" {
+        "INSERT INTO records (device_id, seq, hash, kind, severity, wall_ms, actor, raw,
+                              received_ms, received_seq)
+         VALUES (?1, ?2, ?3, 'logged_out', 'info', ?4, 'system', ?5, ?4, (
+             SELECT COALESCE(MAX(received_seq), 0) + 1 FROM records))"
+    } else if new {
+        "INSERT INTO records (device_id, seq, hash, kind, severity, wall_ms, actor, raw,
+                              received_ms, clerk, received_seq)
+         VALUES (?1, ?2, ?3, 'logged_out', 'info', ?4, 'system', ?5, ?4, 'anna', (
+             SELECT COALESCE(MAX(received_seq), 0) + 1 FROM records))"
+    } else {
+        "INSERT INTO records (device_id, seq, hash, kind, severity, wall_ms, actor, raw,
+                              received_ms)
+         VALUES (?1, ?2, ?3, 'logged_out', 'info', ?4, 'system', ?5, ?4)"
+    };
+    let raw = record();
+    let ids: Vec<String> = (0..devices).map(|d| format!("till-{d:04}")).collect();
+    let rows: Vec<(usize, u64)> = (1..=per_device)
+        .flat_map(|seq| (0..ids.len()).map(move |d| (d, seq)))
+        .collect();
+    let mut times = Vec::new();
+    for chunk in rows.chunks(10_000) {
+        let started = Instant::now();
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        {
+            let mut stmt = conn.prepare_cached(sql).unwrap();
+            for (d, seq) in chunk {
+                let hash = [(*seq % 251) as u8; 32];
+                stmt.execute(rusqlite::params![
+                    ids[*d],
+                    seq,
+                    &hash[..],
+                    T0 + seq * 1_000,
+                    raw
+                ])
+                .unwrap();
+            }
+        }
+        conn.execute_batch("COMMIT").unwrap();
+        times.push(started.elapsed().as_secs_f64() * 1e6 / chunk.len() as f64);
+    }
+    // The second half: a store past its first pages.
+    let mut tail = times.split_off(times.len() / 2);
+    tail.sort_by(f64::total_cmp);
+    tail[tail.len() / 2]
+}
+
 fn main() {
     let sizes: Vec<u64> = std::env::var("POSGUARD_BENCH_SIZES")
         .unwrap_or_else(|_| "10000,100000,1000000".into())
@@ -122,7 +217,7 @@ fn main() {
         .map(|s| s.trim().parse().unwrap())
         .collect();
     println!(
-        "device history | window of 100: indexed / index dropped | export of the 100 after a cursor"
+        "device history | window of 100: indexed / index dropped | export of the 100 after a cursor | fleet-wide window (no --device)"
     );
     for n in sizes {
         let dir = tempfile::tempdir().unwrap();
@@ -140,6 +235,13 @@ fn main() {
         };
         let (indexed, rows) = median_ms(&mut store, &window);
         assert_eq!(rows, WINDOW as usize);
+        // The same window fleet-wide (no --device), through the event-time index.
+        let fleet = EventQuery {
+            device_id: None,
+            ..window.clone()
+        };
+        let (fleet_ms, rows) = median_ms(&mut store, &fleet);
+        assert!(rows >= WINDOW as usize);
         let tail = EventQuery {
             after_received_seq: Some(store.last_received_seq().unwrap() - WINDOW),
             ..EventQuery::default()
@@ -154,7 +256,36 @@ fn main() {
         let (plain, rows) = median_ms(&mut store, &window);
         assert_eq!(rows, WINDOW as usize);
         println!(
-            "{n:>9} | {indexed:.2} ms / {plain:.2} ms | {export:.2} ms   (store filled in {fill_s:.1} s)"
+            "{n:>9} | {indexed:.2} ms / {plain:.2} ms | {export:.2} ms | {fleet_ms:.2} ms   (store filled in {fill_s:.1} s)"
+        );
+    }
+    let per_device = std::env::var("POSGUARD_BENCH_PER_DEVICE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(400);
+    // POSGUARD_BENCH_PARTS=old,+time_index,+received,new: each variant five times,
+    // alternated (the machine's speed drifts), medians.
+    if let Ok(parts) = std::env::var("POSGUARD_BENCH_PARTS") {
+        let parts: Vec<&str> = parts.split(',').collect();
+        let mut runs: Vec<Vec<f64>> = vec![Vec::new(); parts.len()];
+        for _ in 0..5 {
+            for (i, v) in parts.iter().enumerate() {
+                runs[i].push(insert_variant(v, 1_000, per_device));
+            }
+        }
+        for (v, mut r) in parts.iter().zip(runs) {
+            r.sort_by(f64::total_cmp);
+            println!("insert {v}: median {:.2} µs/record of {r:.2?}", r[2]);
+        }
+        return;
+    }
+    for round in 1..=3 {
+        let (old, new) = (
+            insert_us(false, 1_000, per_device),
+            insert_us(true, 1_000, per_device),
+        );
+        println!(
+            "insert, 1,000 devices x {per_device}, round {round}: before {old:.2} µs/record, now {new:.2} µs/record"
         );
     }
 }
