@@ -4,6 +4,7 @@ use posguard_proto::record::Record;
 use rusqlite::types::Value;
 use rusqlite::{Connection, Row, params};
 
+use super::received::HOUR_MS;
 use crate::clock::hex;
 use crate::store::{AlertRow, DeviceRow, EventQuery, StoreError, StoredEvent};
 
@@ -99,18 +100,42 @@ pub(super) fn query_sql(q: &EventQuery) -> (String, Vec<Value>) {
     }
     sql.push_str(" WHERE 1 = 1");
     let mut args: Vec<Value> = Vec::new();
+    // Appends `clause` with its `?` numbered; returns the number.
     let mut bind = |sql: &mut String, clause: &str, v: Value| {
         args.push(v);
         sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
+        args.len()
     };
     if let Some(d) = &q.device_id {
-        bind(&mut sql, " AND device_id = ?", Value::Text(d.clone()));
+        let n = bind(&mut sql, " AND device_id = ?", Value::Text(d.clone()));
+        if q.after_received_seq.is_none() && (q.since_ms.is_some() || q.until_ms.is_some()) {
+            // One device over a window: the seq range of the window's hours (every record lies
+            // in its hour's range), read through the primary key.
+            let from = q.since_ms.map_or(0, |t| to_i64(t / HOUR_MS));
+            let to = q
+                .until_ms
+                .map_or(i64::MAX, |t| to_i64(t.saturating_sub(1) / HOUR_MS));
+            sql.push_str(&format!(
+                " AND seq BETWEEN
+                     (SELECT COALESCE(MIN(min_seq), 1) FROM record_hours
+                      WHERE device_id = ?{n} AND hour BETWEEN {from} AND {to})
+                 AND (SELECT COALESCE(MAX(max_seq), 0) FROM record_hours
+                      WHERE device_id = ?{n} AND hour BETWEEN {from} AND {to})"
+            ));
+        }
     }
+    // With a device, the window is read by seq range (above); `+` keeps the planner off the
+    // fleet-wide time index, which would read every device's records in the window.
+    let (at_least, before) = if q.device_id.is_some() {
+        (" AND +wall_ms >= ?", " AND +wall_ms < ?")
+    } else {
+        (" AND wall_ms >= ?", " AND wall_ms < ?")
+    };
     if let Some(t) = q.since_ms {
-        bind(&mut sql, " AND wall_ms >= ?", Value::Integer(to_i64(t)));
+        bind(&mut sql, at_least, Value::Integer(to_i64(t)));
     }
     if let Some(t) = q.until_ms {
-        bind(&mut sql, " AND wall_ms < ?", Value::Integer(to_i64(t)));
+        bind(&mut sql, before, Value::Integer(to_i64(t)));
     }
     if let Some(k) = &q.kind {
         bind(&mut sql, " AND kind = ?", Value::Text(k.clone()));

@@ -116,6 +116,10 @@ impl StoreTx for SqliteTx<'_, '_> {
                 r.clerk
             ],
         )?;
+        self.exec(
+            super::received::MARK_HOUR,
+            params![r.device_id, r.wall_ms, r.seq],
+        )?;
         Ok(())
     }
 
