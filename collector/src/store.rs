@@ -310,6 +310,8 @@ pub trait Store: Send {
     ) -> Result<(), StoreError>;
     /// The highest place in the received order (0 for an empty store).
     fn last_received_seq(&mut self) -> Result<u64, StoreError>;
+    /// The record (device, seq) at a place in the received order.
+    fn received_record(&mut self, received_seq: u64) -> Result<Option<(String, u64)>, StoreError>;
     /// Alerts, oldest first, optionally since a time and for one device.
     fn alerts(
         &mut self,

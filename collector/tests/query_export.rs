@@ -146,6 +146,13 @@ fn mixed(dev: &mut Device, wall_ms: u64, n: u64) -> Vec<Record> {
         .collect()
 }
 
+/// The stderr of a refused `export --cursor`.
+fn out_of(config: &Path, cursor: &str) -> Vec<u8> {
+    let out = cli(config, &["export", "--cursor", cursor]);
+    assert_eq!(out.status.code(), Some(64));
+    out.stderr
+}
+
 fn key(v: &Value) -> (String, u64) {
     (
         v["device"].as_str().unwrap().to_owned(),
@@ -323,16 +330,29 @@ async fn mistyped_filters_and_cursors_are_refused_with_what_to_do() {
     );
     std::fs::remove_file(&cursor).unwrap();
     assert_eq!(lines(&cli(&config, &["export", "--cursor", c])).len(), 5);
-    // A cursor past the newest record (another store's): refused; writing what the message
-    // offers continues from now on.
-    std::fs::write(
-        &cursor,
-        r#"{"schema":"posguard.export-cursor.v1","received_seq":99}"#,
-    )
-    .unwrap();
-    let out = cli(&config, &["export", "--cursor", c]);
-    assert_eq!(out.status.code(), Some(64));
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    // A cursor whose record is not at its place (another store's, or this store replaced or
+    // restored): refused; writing what the message offers continues from now on.
+    let written = std::fs::read_to_string(&cursor).unwrap();
+    let written: serde_json::Value = serde_json::from_str(&written).unwrap();
+    assert_eq!(
+        (
+            &written["received_seq"],
+            &written["device"],
+            &written["seq"]
+        ),
+        (&5.into(), &"till-0042".into(), &5.into())
+    );
+    for wrong in [
+        r#"{"schema":"posguard.export-cursor.v1","received_seq":99,"device":"till-0042","seq":99}"#,
+        r#"{"schema":"posguard.export-cursor.v1","received_seq":3,"device":"till-0042","seq":4}"#,
+        r#"{"schema":"posguard.export-cursor.v1","received_seq":3,"device":"till-9","seq":3}"#,
+    ] {
+        std::fs::write(&cursor, wrong).unwrap();
+        let out = cli(&config, &["export", "--cursor", c]);
+        assert_eq!(out.status.code(), Some(64), "{wrong}");
+        assert!(out.stdout.is_empty());
+    }
+    let err = String::from_utf8_lossy(&out_of(&config, c)).to_string();
     let offered = &err[err.find("write ").unwrap() + 6..err.find(" into it").unwrap()];
     std::fs::write(&cursor, offered).unwrap();
     assert!(lines(&cli(&config, &["export", "--cursor", c])).is_empty());

@@ -81,17 +81,22 @@ pub(super) fn query(store: &mut dyn Store, q: &QueryArgs) -> anyhow::Result<()> 
 pub(super) fn export(store: &mut dyn Store, args: &ExportArgs) -> anyhow::Result<()> {
     let mut query = plan(store, &args.filter)?;
     let start = match &args.cursor {
-        Some(path) => Some(cursor::load(path, store.last_received_seq()?)?),
+        Some(path) => Some(cursor::load(path, store)?),
         None => None,
     };
     query.after_received_seq = start;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    let mut last = start.unwrap_or(0);
+    let mut last = cursor::Cursor::default();
     let mut failed: Option<std::io::Error> = None;
     store.query(&query, &mut |e| {
         if failed.is_none() {
             match writeln!(out, "{}", document(&e)) {
-                Ok(()) => last = last.max(e.received_seq),
+                Ok(()) => {
+                    last = cursor::Cursor {
+                        at: e.received_seq,
+                        record: Some((e.device_id, e.seq)),
+                    };
+                }
                 Err(err) => failed = Some(err),
             }
         }
@@ -101,7 +106,7 @@ pub(super) fn export(store: &mut dyn Store, args: &ExportArgs) -> anyhow::Result
         Some(e) => Err(e),
         None => out.flush(),
     };
-    let (Some(path), Some(start)) = (&args.cursor, start) else {
+    let Some(path) = &args.cursor else {
         return written.context("cannot write the export to stdout");
     };
     written.with_context(|| {
@@ -110,8 +115,9 @@ pub(super) fn export(store: &mut dyn Store, args: &ExportArgs) -> anyhow::Result
             path.display()
         )
     })?;
-    if last > start || !path.exists() {
-        cursor::save(path, last)?;
+    // In received order, the last record written is the furthest; nothing written: unchanged.
+    if last.record.is_some() || !path.exists() {
+        cursor::save(path, &last)?;
     }
     Ok(())
 }

@@ -289,6 +289,17 @@ impl Store for SqliteStore {
         Ok(max.unwrap_or(0))
     }
 
+    fn received_record(&mut self, received_seq: u64) -> Result<Option<(String, u64)>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT device_id, seq FROM records WHERE received_seq = ?1",
+                params![i64::try_from(received_seq).unwrap_or(i64::MAX)],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
     fn alerts(
         &mut self,
         since_ms: Option<u64>,
