@@ -158,7 +158,7 @@ mod tests {
     }
 
     #[test]
-    fn an_older_store_gets_its_received_order_and_clerks() {
+    fn an_older_store_gets_its_received_order_clerks_and_hours() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("old.db");
         {
@@ -186,6 +186,15 @@ mod tests {
                 .unwrap();
             // Insertion order, and undecodable rows keep no clerk instead of failing the open.
             assert_eq!(rows, [("b".into(), 1, None), ("a".into(), 2, None)]);
+            let hours: Vec<(String, i64, i64, i64)> = store
+                .conn
+                .prepare("SELECT device_id, hour, min_seq, max_seq FROM record_hours ORDER BY 1")
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert_eq!(hours, [("a".into(), 0, 1, 1), ("b".into(), 0, 1, 1)]);
         }
     }
 
