@@ -249,11 +249,21 @@ impl Drop for Scratch {
     }
 }
 
-/// Copies the store at `dir` to a fresh scratch directory beside it.
+/// Copies the store at `dir` to a fresh scratch directory beside it, its own for this call
+/// (`<name>.probe.<pid>.<n>`): a probe left running by a killed agent, or a concurrent check,
+/// never shares it. Scratch directories left behind by killed agents are removed first.
 pub fn scratch_copy(dir: &Path) -> std::io::Result<Scratch> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let name = dir.file_name().unwrap_or(dir.as_os_str());
-    let mut root_name = OsString::from(name);
-    root_name.push(".probe");
+    let mut prefix = OsString::from(name);
+    prefix.push(".probe");
+    remove_stale_scratch(dir, &prefix);
+    let mut root_name = prefix;
+    root_name.push(format!(
+        ".{}.{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
     let root = dir.with_file_name(root_name);
     if root.exists() {
         std::fs::remove_dir_all(&root)?;
@@ -265,6 +275,31 @@ pub fn scratch_copy(dir: &Path) -> std::io::Result<Scratch> {
     copy_dir(dir, &scratch.dir)?;
     drop_unfinished_snapshots(&scratch.dir);
     Ok(scratch)
+}
+
+/// Removes `<prefix>` and `<prefix>.*` beside `dir` that no live process of this binary made:
+/// what killed agents left. Names carry the pid that made them.
+fn remove_stale_scratch(dir: &Path, prefix: &OsString) {
+    let Some(parent) = dir.parent() else { return };
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    let prefix = prefix.to_string_lossy().into_owned();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let stale = if name == prefix {
+            true
+        } else if let Some(rest) = name.strip_prefix(&format!("{prefix}.")) {
+            let pid = rest.split('.').next().and_then(|p| p.parse::<u32>().ok());
+            // Another live process's scratch (a concurrent check) is left alone.
+            pid.is_none_or(|p| p != std::process::id() && !Path::new(&format!("/proc/{p}")).exists())
+        } else {
+            false
+        };
+        if stale {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Removes the unfinished snapshots (`snap.<lsn>.generating`) a process killed while sled wrote
@@ -349,7 +384,7 @@ pub struct MovedAside {
 pub fn check_or_move_aside(
     dir: &Path,
     kind: StoreKind,
-    check: impl FnOnce(&Path) -> Result<(), String>,
+    check: impl Fn(&Path) -> Result<(), String>,
 ) -> std::io::Result<Option<MovedAside>> {
     if !dir.exists() {
         return Ok(None);
@@ -363,6 +398,26 @@ pub fn check_or_move_aside(
     };
     let verdict = probe(&scratch.dir, kind).and_then(|()| check(&scratch.dir));
     drop(scratch);
+    // A store is moved aside only when a second, fresh copy is refused too: one verdict may
+    // come from the copy (a file changing under it) rather than from the store, and moving a
+    // healthy journal aside breaks its chain.
+    let verdict = match verdict {
+        Ok(()) => Ok(()),
+        Err(first) => match scratch_copy(dir) {
+            Ok(again) => {
+                let second = probe(&again.dir, kind).and_then(|()| check(&again.dir));
+                drop(again);
+                match second {
+                    Ok(()) => {
+                        tracing::warn!(store = kind.code(), reason = %first, "a store probe failed once and passed on a fresh copy; the store is kept");
+                        Ok(())
+                    }
+                    Err(_) => Err(first),
+                }
+            }
+            Err(_) => Err(first),
+        },
+    };
     match verdict {
         Ok(()) => Ok(None),
         Err(reason) => {
@@ -481,6 +536,34 @@ mod tests {
             std::fs::read(moved.moved_to.join("db")).unwrap(),
             vec![0xA5u8; 4096]
         );
+        let left: Vec<_> = std::fs::read_dir(t.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("auth.probe"))
+            .collect();
+        assert!(left.is_empty(), "scratch copies left: {left:?}");
+    }
+
+    /// A scratch directory of a killed agent (its pid gone), or of the old fixed name, is
+    /// removed; a live process's is left alone; each copy gets a directory of its own.
+    #[test]
+    fn scratch_copies_are_private_and_stale_ones_go() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("auth");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("conf"), b"x").unwrap();
+        // pid 1 is alive (init); u32::MAX - 1 is not a pid.
+        for stale in ["auth.probe", "auth.probe.4294967294.0"] {
+            std::fs::create_dir_all(t.path().join(stale).join("auth")).unwrap();
+        }
+        std::fs::create_dir_all(t.path().join("auth.probe.1.0")).unwrap();
+        let a = scratch_copy(&dir).unwrap();
+        let b = scratch_copy(&dir).unwrap();
+        assert_ne!(a.dir, b.dir);
+        assert_eq!(std::fs::read(a.dir.join("conf")).unwrap(), b"x");
         assert!(!t.path().join("auth.probe").exists());
+        assert!(!t.path().join("auth.probe.4294967294.0").exists());
+        assert!(t.path().join("auth.probe.1.0").exists());
     }
 }

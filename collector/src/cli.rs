@@ -9,6 +9,7 @@ mod maintenance;
 mod lifecycle;
 mod output;
 mod pki;
+mod query;
 mod serve;
 pub mod suggest;
 
@@ -21,6 +22,8 @@ use clap::{Parser, Subcommand};
 use crate::EXIT_USAGE;
 use crate::config::Config;
 use crate::store::sqlite::SqliteStore;
+
+pub use query::{ExportArgs, QueryArgs};
 
 /// Receive, verify, store and alert on the audit trails of a fleet of posguard terminals.
 #[derive(Debug, Parser)]
@@ -52,8 +55,9 @@ pub enum Command {
     Query(QueryArgs),
     /// The alert queue: list (JSON lines), show, acknowledge, resolve, reopen.
     Alerts(alerts::AlertsArgs),
-    /// Stored events as JSON lines for a SIEM (see docs/collector.md for the fields).
-    Export(QueryArgs),
+    /// Stored events as JSON lines for a SIEM, resumable from a cursor (see docs/collector.md
+    /// for the fields).
+    Export(ExportArgs),
     /// Fleet health: every device with its state (ok, lagging, silent, stopped, revoked,
     /// lockdown, decommissioned), lag, last contact and certificate expiry. A table on a
     /// terminal, JSON lines when piped or with `--json`.
@@ -210,26 +214,6 @@ pub enum OpsKeyCommand {
     },
 }
 
-/// Filters of `query` and `export`.
-#[derive(Debug, clap::Args)]
-pub struct QueryArgs {
-    /// Only this device.
-    #[arg(long)]
-    pub device: Option<String>,
-    /// Event time at or after (RFC 3339 or Unix ms).
-    #[arg(long)]
-    pub since: Option<String>,
-    /// Event time before (RFC 3339 or Unix ms).
-    #[arg(long)]
-    pub until: Option<String>,
-    /// Only this event kind (`login_failed`, `locked_out`, …).
-    #[arg(long)]
-    pub kind: Option<String>,
-    /// Only this severity or higher (`info`, `notice`, `warning`, `critical`).
-    #[arg(long)]
-    pub min_severity: Option<String>,
-}
-
 /// A usage error: exit 64.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -330,8 +314,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
     match cli.command {
         Command::Serve => serve::serve(&config),
-        Command::Query(q) => output::events(&mut open_store(&config)?, &q, false),
-        Command::Export(q) => output::events(&mut open_store(&config)?, &q, true),
+        Command::Query(q) => query::query(&mut open_store(&config)?, &q),
+        Command::Export(e) => query::export(&mut open_store(&config)?, &e),
         Command::Alerts(args) => alerts::run(&config, args),
         Command::Devices(args) => devices::run(&config, &args),
         Command::Forks => output::forks(&mut open_store(&config)?),

@@ -25,6 +25,7 @@
 //!   stopped, revoked, lockdown, decommissioned), shown by `devices`.
 //! - [`opskey`]: the operations Ed25519 key that signs commands; [`clock`]: wall time and
 //!   timestamp parsing.
+//! - [`document`]: the flat JSON document of a stored event (`query`, `export`).
 //! - [`cli`]: the subcommands (`serve`, `query`, `alerts`, `export`, `devices`, `ops-key`,
 //!   `command`, `maintenance`, `ca`, `enroll-token`, `enrollments`, `backup`, `restore`).
 #![forbid(unsafe_code)]
@@ -43,6 +44,7 @@ pub mod backup;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod document;
 pub mod enroll;
 pub mod health;
 pub mod ingest;

@@ -87,6 +87,8 @@ pub fn minimal(raw: &[u8]) -> Vec<u8> {
 pub struct Attempts {
     pending: Mutex<Vec<Attempt>>,
     wake: Notify,
+    /// Every handshake the verifier refused, by reason (revoked or not), for the metrics.
+    pub handshakes: crate::metrics::handshake::HandshakeRefusals,
 }
 
 impl Attempts {
@@ -152,6 +154,9 @@ impl ClientCertVerifier for ReportingVerifier {
         let result = self
             .inner
             .verify_client_cert(end_entity, intermediates, now);
+        if let Err(e) = &result {
+            self.attempts.handshakes.refused(e);
+        }
         if let Err(rustls::Error::InvalidCertificate(CertificateError::Revoked)) = &result {
             self.attempts.refused(end_entity.as_ref(), Stage::Handshake);
         }

@@ -120,6 +120,8 @@ pub struct RecordRow<'a> {
     pub wall_ms: u64,
     /// `clerk:<id>`, `system` or `collector`.
     pub actor: &'a str,
+    /// The clerk the event concerns ([`crate::document::event_clerk`]), for `--clerk`.
+    pub clerk: Option<&'a str>,
     /// The record's canonical bytes (the event is rendered from them when read).
     pub raw: &'a [u8],
 }
@@ -141,10 +143,15 @@ pub struct StoredEvent {
     pub wall_ms: u64,
     /// Actor.
     pub actor: String,
+    /// The clerk the event concerns, if any.
+    pub clerk: Option<String>,
     /// The event as JSON, rendered from the stored record.
-    pub event_json: String,
+    pub event: serde_json::Value,
     /// When the collector stored it (Unix ms).
     pub received_ms: u64,
+    /// Its place in the order the collector stored records (1, 2, …; never reused): what an
+    /// export cursor counts.
+    pub received_seq: u64,
 }
 
 /// A filter on stored events.
@@ -160,6 +167,15 @@ pub struct EventQuery {
     pub kind: Option<String>,
     /// Only these severity names (at least a minimum).
     pub severities: Option<Vec<String>>,
+    /// Only events concerning this clerk (named by the event, or acting).
+    pub clerk: Option<String>,
+    /// Stored by the collector at or after (Unix ms).
+    pub received_since_ms: Option<u64>,
+    /// Stored by the collector before (Unix ms).
+    pub received_until_ms: Option<u64>,
+    /// Only records stored after this place in the received order (an export cursor); the
+    /// output is then in received order instead of event time.
+    pub after_received_seq: Option<u64>,
 }
 
 /// A stored alert.
@@ -337,12 +353,17 @@ pub trait Store: Send {
     fn setting(&mut self, key: &str) -> Result<Option<String>, StoreError>;
     /// Sets a value of the key-value settings.
     fn set_setting(&mut self, key: &str, value: &str) -> Result<(), StoreError>;
-    /// Stored events matching `q`, oldest first by (wall time, device, seq), passed to `out`.
+    /// Stored events matching `q`, passed to `out`: oldest first by (wall time, device, seq), or
+    /// in received order when `q.after_received_seq` is set.
     fn query(
         &mut self,
         q: &EventQuery,
         out: &mut dyn FnMut(StoredEvent) -> Result<(), StoreError>,
     ) -> Result<(), StoreError>;
+    /// The highest place in the received order (0 for an empty store).
+    fn last_received_seq(&mut self) -> Result<u64, StoreError>;
+    /// The record (device, seq) at a place in the received order.
+    fn received_record(&mut self, received_seq: u64) -> Result<Option<(String, u64)>, StoreError>;
     /// Alerts, oldest first, optionally since a time and for one device.
     fn alerts(
         &mut self,

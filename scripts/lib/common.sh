@@ -26,9 +26,10 @@ ensure_packages() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-# The packages every build and test needs.
+# The packages every build and test needs. (prometheus: its promtool judges the collector's
+# metrics exposition and the example alerting rules, collector/tests/metrics.rs.)
 BUILD_PACKAGES=(pkg-config libtss2-dev gcc libc6-dev)
-TEST_PACKAGES=(swtpm swtpm-tools tpm2-tools openssl libtss2-tcti-swtpm0 oathtool faketime e2fsprogs tpm2-abrmd libtss2-tcti-tabrmd0 dbus)
+TEST_PACKAGES=(swtpm swtpm-tools tpm2-tools openssl libtss2-tcti-swtpm0 oathtool faketime e2fsprogs tpm2-abrmd libtss2-tcti-tabrmd0 dbus prometheus)
 
 ensure_rust() {
   if ! command -v cargo >/dev/null 2>&1; then

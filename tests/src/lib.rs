@@ -473,6 +473,29 @@ pub fn collector_cli(config: &std::path::Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// `posguard-collector query --device <device>`: the device's stored events as JSON lines, or
+/// nothing while the collector has never heard of it (the query refuses an unknown device).
+///
+/// # Panics
+/// If the query fails otherwise (test support).
+#[allow(clippy::unwrap_used)]
+pub fn device_events(config: &std::path::Path, device: &str) -> String {
+    let out = command("posguard-collector")
+        .args(["query", "--device", device, "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() == Some(64) && err.contains("the store has no device") {
+        return String::new();
+    }
+    assert!(
+        out.status.success(),
+        "posguard-collector query --device {device}: {err}"
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// The seqs the collector with configuration `config` has stored for `device`, as
 /// `posguard-collector query` lists them (oldest first by time, one per stored record).
 ///
@@ -480,7 +503,7 @@ pub fn collector_cli(config: &std::path::Path, args: &[&str]) -> String {
 /// If the query fails (test support).
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 pub fn stored_seqs(config: &std::path::Path, device: &str) -> Vec<u64> {
-    collector_cli(config, &["query", "--device", device])
+    device_events(config, device)
         .lines()
         .map(|l| {
             serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"]

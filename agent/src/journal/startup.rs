@@ -271,20 +271,34 @@ fn guard(config: &JournalConfig) -> Result<Guarded, JournalError> {
     if !config.dir.exists() {
         return Ok(Guarded::InPlace);
     }
-    let scratch = match storeguard::scratch_copy(&config.dir) {
-        Ok(scratch) => scratch,
-        Err(e) => {
-            tracing::warn!(dir = %config.dir.display(), error = %e, "cannot copy the journal to check it; checking it in place");
-            return Ok(Guarded::InPlace);
-        }
-    };
-    if let Err(reason) = storeguard::probe(&scratch.dir, StoreKind::Journal) {
-        return Ok(Guarded::Unreadable(reason));
+    // A journal counts as unreadable only when a second, fresh copy is refused too: one
+    // verdict may come from the copy (a file changing under it) rather than from the journal,
+    // and moving a healthy journal aside breaks its chain.
+    let mut first = None;
+    for _attempt in 0..2 {
+        let scratch = match storeguard::scratch_copy(&config.dir) {
+            Ok(scratch) => scratch,
+            Err(e) if first.is_none() => {
+                tracing::warn!(dir = %config.dir.display(), error = %e, "cannot copy the journal to check it; checking it in place");
+                return Ok(Guarded::InPlace);
+            }
+            Err(_) => break,
+        };
+        let reason = match storeguard::probe(&scratch.dir, StoreKind::Journal) {
+            Ok(()) => match Store::open(&scratch.dir, config.cache_bytes) {
+                Ok(store) => {
+                    if let Some(reason) = &first {
+                        tracing::warn!(%reason, "the journal probe failed once and passed on a fresh copy; the journal is kept");
+                    }
+                    return Ok(Guarded::Copy(store, scratch));
+                }
+                Err(e) => e.to_string(),
+            },
+            Err(reason) => reason,
+        };
+        first.get_or_insert(reason);
     }
-    match Store::open(&scratch.dir, config.cache_bytes) {
-        Ok(store) => Ok(Guarded::Copy(store, scratch)),
-        Err(e) => Ok(Guarded::Unreadable(e.to_string())),
-    }
+    Ok(Guarded::Unreadable(first.unwrap_or_default()))
 }
 
 /// The copy passed every check: close it and open the journal itself (sled's recovery of the

@@ -44,6 +44,19 @@ pub fn run_probe_if_asked() -> Option<ExitCode> {
             eprintln!("store probe: cannot limit {resource:?} ({e}); probing without it");
         }
     }
+    // A probe outlives nothing: when the agent that started it is killed (SIGKILL during
+    // start-up), the probe goes too, instead of sled rewriting a scratch copy the next start
+    // may be reading. (Death of the spawning thread also counts; that thread waits for us.)
+    let parent = rustix::process::getppid();
+    if let Err(e) =
+        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+    {
+        eprintln!("store probe: cannot follow its parent ({e}); probing anyway");
+    }
+    if rustix::process::getppid() != parent {
+        eprintln!("store probe: the agent that started it is gone");
+        return Some(ExitCode::from(crate::EXIT_USAGE));
+    }
     // From here on, what happens is the store's doing (the parent tells the two apart).
     {
         use std::io::Write;

@@ -43,7 +43,14 @@ pub(super) fn serve(config: &Config) -> anyhow::Result<()> {
         .context("cannot start the runtime")?;
     rt.block_on(async move {
         let store = StoreHandle::spawn(Box::new(store)).context("cannot start the store thread")?;
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Arc::new(
+            Metrics::default()
+                .with_attempts(reloader.attempts())
+                .with_fleet(crate::metrics::Fleet::new(
+                    &config.store,
+                    Duration::from_secs(config.silent_after_s),
+                )),
+        );
         let clock: Arc<dyn WallClock> = Arc::new(SystemClock);
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await

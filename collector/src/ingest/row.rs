@@ -25,6 +25,7 @@ pub struct EventColumns {
     severity: &'static str,
     wall_ms: u64,
     actor: Cow<'static, str>,
+    clerk: Option<String>,
 }
 
 /// The event columns of `event`.
@@ -34,6 +35,7 @@ pub fn event_columns(event: &Event) -> EventColumns {
         severity: severity_name(event.severity),
         wall_ms: event.stamp.wall_ms,
         actor: actor_name(&event.actor),
+        clerk: crate::document::event_clerk(event),
     }
 }
 
@@ -51,6 +53,7 @@ pub fn record_row<'a>(
         severity: event.severity,
         wall_ms: event.wall_ms,
         actor: &event.actor,
+        clerk: event.clerk.as_deref(),
         raw: record.as_bytes(),
     }
 }

@@ -30,15 +30,28 @@ pub async fn run_metrics(
             let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 let metrics = metrics.clone();
                 async move {
-                    let mut r = if req.uri().path() == "/metrics" {
-                        Response::new(Full::new(Bytes::from(metrics.render())))
-                    } else {
-                        Response::new(Full::new(Bytes::from_static(b"not found")))
-                    };
                     if req.uri().path() != "/metrics" {
+                        let mut r = Response::new(Full::new(Bytes::from_static(b"not found")));
                         *r.status_mut() = StatusCode::NOT_FOUND;
+                        return Ok::<_, std::convert::Infallible>(r);
                     }
-                    Ok::<_, std::convert::Infallible>(r)
+                    // The fleet gauges may read the store: off the reactor.
+                    let text = tokio::task::spawn_blocking(move || metrics.render()).await;
+                    let mut r = match text {
+                        Ok(text) => Response::new(Full::new(Bytes::from(text))),
+                        Err(_) => {
+                            let mut r = Response::new(Full::new(Bytes::from_static(
+                                b"metrics unavailable",
+                            )));
+                            *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                            r
+                        }
+                    };
+                    r.headers_mut().insert(
+                        hyper::header::CONTENT_TYPE,
+                        hyper::header::HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+                    );
+                    Ok(r)
                 }
             });
             let _ = http1::Builder::new()

@@ -7,6 +7,7 @@ mod lifecycle;
 mod read;
 mod rules;
 mod triage;
+mod received;
 mod tx;
 
 pub use fleet::{CommandRow, FleetFacts};
@@ -49,6 +50,8 @@ CREATE TABLE IF NOT EXISTS records (
     actor TEXT NOT NULL,
     raw BLOB NOT NULL,
     received_ms INTEGER NOT NULL,
+    clerk TEXT,
+    received_seq INTEGER,
     PRIMARY KEY (device_id, seq)
 );
 CREATE INDEX IF NOT EXISTS records_by_time ON records (wall_ms);
@@ -247,6 +250,7 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
     }
     enroll::migrate(conn)?;
     triage::migrate(conn)?;
+    received::migrate(conn)?;
     Ok(())
 }
 
@@ -308,6 +312,24 @@ impl Store for SqliteStore {
         out: &mut dyn FnMut(StoredEvent) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         read::query(&self.conn, q, out)
+    }
+
+    fn last_received_seq(&mut self) -> Result<u64, StoreError> {
+        let max: Option<u64> =
+            self.conn
+                .query_row("SELECT MAX(received_seq) FROM records", [], |r| r.get(0))?;
+        Ok(max.unwrap_or(0))
+    }
+
+    fn received_record(&mut self, received_seq: u64) -> Result<Option<(String, u64)>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT device_id, seq FROM records WHERE received_seq = ?1",
+                params![i64::try_from(received_seq).unwrap_or(i64::MAX)],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
     }
 
     fn alerts(

@@ -231,6 +231,42 @@ pub enum Retention {
 }
 
 impl EventKind {
+    /// Every [`name`](Self::name), in wire order: what a query may filter on (a new kind is
+    /// appended here too; a test checks every generated kind's name is listed).
+    pub const NAMES: [&'static str; 31] = [
+        "agent_started",
+        "agent_stopped",
+        "login_succeeded",
+        "login_failed",
+        "mfa_failed",
+        "mfa_replayed",
+        "throttled",
+        "locked_out",
+        "failure_budget_exceeded",
+        "lockout_reset",
+        "session_expired",
+        "logged_out",
+        "privilege_elevated",
+        "clerk_enrolled",
+        "clerk_removed",
+        "clerk_disabled",
+        "clerk_enabled",
+        "totp_seed_rotated",
+        "policy_changed",
+        "config_changed",
+        "lockdown_changed",
+        "command_received",
+        "command_applied",
+        "command_refused",
+        "honeypot_triggered",
+        "journal_overflow",
+        "tamper_detected",
+        "tamper_recovered",
+        "cache_record_refused",
+        "cache_purged",
+        "pos",
+    ];
+
     /// A stable snake_case name for queries and logs (`login_failed`).
     pub fn name(&self) -> &'static str {
         match self {

@@ -17,6 +17,11 @@ proptest! {
     }
 
     #[test]
+    fn every_kind_name_is_listed(event in arb::event()) {
+        prop_assert!(EventKind::NAMES.contains(&event.kind.name()), "{}", event.kind.name());
+    }
+
+    #[test]
     fn body_decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
         let _ = Event::from_body_bytes(&bytes);
     }

@@ -111,7 +111,7 @@ impl Sim {
         let declared: Vec<Declared> = rows
             .iter()
             .filter(|r| r["kind"] == "journal_overflow")
-            .filter_map(|r| overflow_fields(&r["event"]))
+            .filter_map(overflow_fields)
             .collect();
         let declared_dropped: u64 = declared.iter().map(|d| d.dropped).sum();
         let in_declared = |seq: u64| declared.iter().any(|d| (d.first..=d.last).contains(&seq));
@@ -142,10 +142,7 @@ impl Sim {
         for a in &self.acked {
             match by_seq.get(&a.seq) {
                 Some(row) => {
-                    if !row["event"]
-                        .to_string()
-                        .contains(&format!("\"{}\"", a.reference))
-                    {
+                    if !row.to_string().contains(&format!("\"{}\"", a.reference)) {
                         wrong.push(a.seq);
                     }
                 }

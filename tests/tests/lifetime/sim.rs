@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use posguard_e2e::free_port;
 use posguard_e2e::lifetime::{
     Acked, AgentRun, Pki, SimCollector, agent_env, call, pos_traffic, proc_status_kib, real_now,
 };
-use posguard_e2e::{collector_cli, free_port};
 use posguard_hal::KeyMode;
 use posguard_hal::testing::Swtpm;
 use serde_json::{Value, json};
@@ -401,7 +401,7 @@ impl Sim {
 
 /// Helper for check.rs: the stored rows of the device as JSON values.
 pub fn stored_rows(config: &std::path::Path) -> Vec<Value> {
-    collector_cli(config, &["query", "--device", DEVICE])
+    posguard_e2e::device_events(config, DEVICE)
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect()

@@ -97,10 +97,14 @@ impl StoreTx for SqliteTx<'_, '_> {
     }
 
     fn put_record(&mut self, r: &RecordRow, received_ms: u64) -> Result<(), StoreError> {
+        // The received order: one more than any stored (an index lookup). Writers are
+        // serialised by the transaction, so a reader sees a gapless prefix of it and an export
+        // cursor never skips a record committed later with a lower number.
         self.exec(
             "INSERT INTO records (device_id, seq, hash, kind, severity, wall_ms, actor, raw,
-                                  received_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                                  received_ms, clerk, received_seq)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, (\
+                 SELECT COALESCE(MAX(received_seq), 0) + 1 FROM records))",
             params![
                 r.device_id,
                 r.seq,
@@ -110,8 +114,13 @@ impl StoreTx for SqliteTx<'_, '_> {
                 r.wall_ms,
                 r.actor,
                 r.raw,
-                received_ms
+                received_ms,
+                r.clerk
             ],
+        )?;
+        self.exec(
+            super::received::MARK_HOUR,
+            params![r.device_id, r.wall_ms, r.seq],
         )?;
         Ok(())
     }
