@@ -292,7 +292,9 @@ fn remove_stale_scratch(dir: &Path, prefix: &OsString) {
         } else if let Some(rest) = name.strip_prefix(&format!("{prefix}.")) {
             let pid = rest.split('.').next().and_then(|p| p.parse::<u32>().ok());
             // Another live process's scratch (a concurrent check) is left alone.
-            pid.is_none_or(|p| p != std::process::id() && !Path::new(&format!("/proc/{p}")).exists())
+            pid.is_none_or(|p| {
+                p != std::process::id() && !Path::new(&format!("/proc/{p}")).exists()
+            })
         } else {
             false
         };

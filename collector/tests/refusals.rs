@@ -32,9 +32,7 @@ fn snapshot(db: &std::path::Path) -> Vec<String> {
         .unwrap();
     let mut rows = Vec::new();
     for t in tables {
-        let mut stmt = conn
-            .prepare(&format!("SELECT * FROM {t} ORDER BY rowid"))
-            .unwrap();
+        let mut stmt = conn.prepare(&format!("SELECT * FROM {t}")).unwrap();
         let n = stmt.column_count();
         let mut q = stmt.query([]).unwrap();
         while let Some(r) = q.next().unwrap() {
@@ -43,6 +41,8 @@ fn snapshot(db: &std::path::Path) -> Vec<String> {
                 .collect();
             rows.push(format!("{t}: {}", cols.join(" | ")));
         }
+        // Some tables have no rowid (record_hours); the comparison needs an order, not that one.
+        rows.sort();
     }
     rows
 }

@@ -153,61 +153,6 @@ pub struct AlertFilter {
     pub until_ms: Option<u64>,
 }
 
-/// The candidate closest to `text` by edit distance, if it is close enough to be a typo
-/// (at most a third of the candidate's length, and at least one edit away from nothing).
-pub fn nearest<'a>(text: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    candidates
-        .into_iter()
-        .map(|c| (edit_distance(text, c), c))
-        .filter(|(d, c)| *d <= (c.chars().count() / 3).max(1))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
-}
-
-/// Edit distance over chars counting a swap of two neighbours as one edit (optimal string
-/// alignment: "opne" is one edit from "open"). Inputs are short: names typed on a command line.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let width = b.len().saturating_add(1);
-    // d[i * width + j]: distance between a[..i] and b[..j].
-    let mut d = vec![0usize; a.len().saturating_add(1).saturating_mul(width)];
-    let at = |i: usize, j: usize| i.saturating_mul(width).saturating_add(j);
-    for i in 0..=a.len() {
-        if let Some(c) = d.get_mut(at(i, 0)) {
-            *c = i;
-        }
-    }
-    for j in 0..=b.len() {
-        if let Some(c) = d.get_mut(at(0, j)) {
-            *c = j;
-        }
-    }
-    let get = |d: &[usize], i: usize, j: usize| d.get(at(i, j)).copied().unwrap_or(usize::MAX);
-    for (i, ca) in a.iter().enumerate() {
-        for (j, cb) in b.iter().enumerate() {
-            let (i1, j1) = (i.saturating_add(1), j.saturating_add(1));
-            let cost = usize::from(ca != cb);
-            let mut best = get(&d, i, j)
-                .saturating_add(cost)
-                .min(get(&d, i, j1).saturating_add(1))
-                .min(get(&d, i1, j).saturating_add(1));
-            if i > 0
-                && j > 0
-                && a.get(i.saturating_sub(1)) == Some(cb)
-                && b.get(j.saturating_sub(1)) == Some(ca)
-            {
-                best =
-                    best.min(get(&d, i.saturating_sub(1), j.saturating_sub(1)).saturating_add(1));
-            }
-            if let Some(c) = d.get_mut(at(i1, j1)) {
-                *c = best;
-            }
-        }
-    }
-    get(&d, a.len(), b.len())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,22 +178,6 @@ mod tests {
                 "{action:?} from {from:?}"
             );
         }
-    }
-
-    #[test]
-    fn nearest_names_a_typo_and_nothing_for_noise() {
-        let kinds = ["mfa_failures", "honeypot", "silent", "tamper"];
-        assert_eq!(nearest("mfa_failure", kinds), Some("mfa_failures"));
-        assert_eq!(nearest("honeypt", kinds), Some("honeypot"));
-        assert_eq!(nearest("slient", kinds), Some("silent"));
-        assert_eq!(nearest("zzzzzzzzzz", kinds), None);
-        assert_eq!(edit_distance("", "abc"), 3);
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
-        assert_eq!(edit_distance("opne", "open"), 1);
-        assert_eq!(
-            nearest("opne", ["open", "acknowledged", "resolved", "all"]),
-            Some("open")
-        );
     }
 
     #[test]

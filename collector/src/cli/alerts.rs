@@ -7,9 +7,10 @@
 use anyhow::Context as _;
 use serde_json::{Value, json};
 
+use super::suggest::nearest;
 use super::{parse_opt_time, usage};
 use crate::alerts::triage::{
-    ActionRow, AlertFilter, AlertState, Triage, TriageAction, TriageRefusal, nearest,
+    ActionRow, AlertFilter, AlertState, Triage, TriageAction, TriageRefusal,
 };
 use crate::alerts::{AlertKind, severity_name};
 use crate::clock::{SystemClock, WallClock as _};

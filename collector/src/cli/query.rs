@@ -9,7 +9,6 @@
 //! only once everything before it was written out.
 
 mod cursor;
-mod nearest;
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -146,17 +145,22 @@ fn plan(store: &mut dyn Store, q: &QueryArgs) -> anyhow::Result<EventQuery> {
     {
         return Err(usage(format!(
             "--kind: no event kind {kind:?}{}; the kinds are listed in docs/collector.md",
-            nearest::hint(kind, EventKind::NAMES.iter().copied())
+            super::suggest::hint(kind, EventKind::NAMES.iter().copied())
         )));
     }
     if let Some(device) = &q.device {
-        DeviceId::new(device.as_str()).map_err(|e| usage(format!("--device: {e}")))?;
+        // An archived chain generation is `<id>@gen<N>` (docs/collector.md, "Device lifecycle").
+        let base = device
+            .split_once("@gen")
+            .filter(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(device.as_str(), |(base, _)| base);
+        DeviceId::new(base).map_err(|e| usage(format!("--device: {e}")))?;
         let known = store.devices()?;
         if !known.iter().any(|d| &d.device_id == device) {
             return Err(usage(format!(
                 "--device: the store has no device {device:?}{}; `posguard-collector devices` \
                  lists the known ones",
-                nearest::hint(device, known.iter().map(|d| d.device_id.as_str()))
+                super::suggest::hint(device, known.iter().map(|d| d.device_id.as_str()))
             )));
         }
     }

@@ -5,9 +5,9 @@ mod enroll;
 mod fleet;
 mod lifecycle;
 mod read;
+mod received;
 mod rules;
 mod triage;
-mod received;
 mod tx;
 
 pub use fleet::{CommandRow, FleetFacts};
