@@ -223,6 +223,8 @@ pub trait StoreTx {
     fn put_device(&mut self, row: &DeviceRow) -> Result<(), StoreError>;
     /// The hash stored at (device, seq).
     fn record_hash(&mut self, device_id: &str, seq: u64) -> Result<Option<[u8; 32]>, StoreError>;
+    /// The kind of the record stored at (device, seq).
+    fn record_kind(&mut self, device_id: &str, seq: u64) -> Result<Option<String>, StoreError>;
     /// Stores a record (the caller has checked that (device, seq) is free).
     fn put_record(&mut self, row: &RecordRow<'_>, received_ms: u64) -> Result<(), StoreError>;
     /// Keeps a forked record aside; false if this exact fork was already kept.

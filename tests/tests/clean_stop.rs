@@ -136,6 +136,28 @@ fn a_stopped_terminal_ships_its_stop_and_looks_different_from_a_power_cut() {
     assert_eq!(view["till-stopped"]["state"], "stopped", "{view:?}");
     assert_eq!(view["till-stopped"]["last_stop"], "clean");
     assert_eq!(view["till-stopped"]["silent"], false);
+    // The silent alerts say which is which.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let details: HashMap<String, String> = loop {
+        let out = posguard_e2e::collector_cli(&config, &["alerts", "--kind", "silent"]);
+        let d: HashMap<String, String> = out
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .map(|v| {
+                (
+                    v["device_id"].as_str().unwrap_or_default().to_owned(),
+                    v["detail"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        if d.len() >= 2 {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "no silent alerts for both: {d:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(details["till-stopped"].contains("stopped cleanly"), "{details:?}");
+    assert!(details["till-cut"].contains("no clean stop"), "{details:?}");
 
     // Collector down: the stop stays bounded, and the stop record ships at the next start.
     let agent = AgentProcess::start(&stopped.config, &stopped.socket);

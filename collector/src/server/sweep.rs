@@ -35,11 +35,20 @@ pub fn sweep_silent(
     store.transaction(&mut |tx| {
         raised = 0;
         for mut d in tx.silent_candidates(before)? {
+            // A terminal whose last stored record is its clean stop was switched off or
+            // stopped on purpose; without one it lost power, crashed or lost its network.
+            let stopped = tx.record_kind(&d.device_id, d.highest_stored)?.as_deref()
+                == Some("agent_stopped");
+            let how = if stopped {
+                "; it stopped cleanly (its last record is agent_stopped)"
+            } else {
+                "; no clean stop (power cut, crash or network)"
+            };
             let alert = tx.raise_alert(&NewAlert {
                 device_id: Some(d.device_id.clone()),
                 kind: AlertKind::Silent,
                 severity: Severity::Warning,
-                detail: format!("no contact since {}", format_ms(d.last_seen_ms)),
+                detail: format!("no contact since {}{how}", format_ms(d.last_seen_ms)),
                 at_ms: now_ms,
             })?;
             d.silent_alerted = true;

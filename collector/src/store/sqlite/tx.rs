@@ -83,6 +83,16 @@ impl StoreTx for SqliteTx<'_, '_> {
         Ok(())
     }
 
+    fn record_kind(&mut self, device_id: &str, seq: u64) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .row(
+                "SELECT kind FROM records WHERE device_id = ?1 AND seq = ?2",
+                params![device_id, seq],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
     fn record_hash(&mut self, device_id: &str, seq: u64) -> Result<Option<[u8; 32]>, StoreError> {
         let hash: Option<Vec<u8>> = self
             .row(
