@@ -74,7 +74,14 @@ fn build_bins(profile_dir: &Path) {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
     eprintln!("building the workspace's binaries ({profile} profile) for the end-to-end tests");
     let out = Command::new(&cargo)
-        .args(["build", "--quiet", "--workspace", "--bins", "--profile", profile])
+        .args([
+            "build",
+            "--quiet",
+            "--workspace",
+            "--bins",
+            "--profile",
+            profile,
+        ])
         .arg("--manifest-path")
         .arg(&workspace)
         .arg("--target-dir")
