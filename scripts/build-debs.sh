@@ -116,7 +116,8 @@ finish() {
   local pkg=$1 root=$2
   shift 2
   local shl_args=() b
-  for b in "$@"; do shl_args+=(-e "$root/usr/bin/$b"); done
+  # -eFILE, attached: a separate "-e" "FILE" is read as an empty -e and a plain argument.
+  for b in "$@"; do shl_args+=("-e$root/usr/bin/$b"); done
   # dpkg-shlibdeps runs in a source tree (it reads debian/control; the package's tree is
   # debian/<package>, where dpkg-shlibdeps expects it).
   printf 'Source: %s\n\nPackage: %s\nArchitecture: any\n' "$pkg" "$pkg" >"$work/$pkg/debian/control"
