@@ -128,12 +128,15 @@ chmod 0755 "$root/usr/sbin/policy-rc.d"
 cp "$agent1" "$agent2" "$collector1" "$collector2" "$root/tmp/"
 in_root() { chroot "$root" "$@"; }
 dpkg_i() { in_root dpkg -i "/tmp/$(basename "$1")" >/dev/null; }
+# As docs/operations.md says (`apt install ./posguard-agent_*.deb`); the dependencies are in the
+# chroot already, so apt needs no package lists.
+apt_i() { in_root sh -c "cd /tmp && apt-get install -y -qq -o Dpkg::Use-Pty=0 ./$(basename "$1")" >/dev/null; }
 actions() { cat "$root/var/log/policy-rc.d.log" 2>/dev/null || true; }
 reset_actions() { rm -f "$root/var/log/policy-rc.d.log"; }
 status_of() { in_root dpkg-query -W -f='${db:Status-Abbrev}${Version}' "$1" 2>/dev/null || true; }
 
 echo "-- install, not provisioned"
-check "agent installs" dpkg_i "$agent1"
+check "agent installs (apt install ./….deb)" apt_i "$agent1"
 check "collector installs" dpkg_i "$collector1"
 check "users and groups made by sysusers" bash -c "in_root() { chroot '$root' \"\$@\"; }; in_root getent passwd posguard >/dev/null && in_root getent group posguard-pos >/dev/null && in_root id -nG posguard | grep -qw tss && in_root getent passwd posguard-collector >/dev/null"
 check "/etc/posguard made by tmpfiles (root:root 0755)" bash -c "[ \"\$(chroot '$root' stat -c '%U:%G %a' /etc/posguard)\" = 'root:root 755' ]"
@@ -148,7 +151,7 @@ mkdir -p "$root/var/lib/posguard/journal"
 head -c 4096 /dev/urandom >"$root/var/lib/posguard/journal/db"
 sum=$(sha256sum <"$root/var/lib/posguard/journal/db")
 reset_actions
-check "agent upgrades to the higher version" dpkg_i "$agent2"
+check "agent upgrades to the higher version (apt install ./….deb)" apt_i "$agent2"
 check "upgrade restarts the agent (actions: '$(actions | tr '\n' ';')')" grep -qx 'posguard-agent.service restart' "$root/var/log/policy-rc.d.log"
 check "upgrade keeps the journal" bash -c "[ \"\$(sha256sum <'$root/var/lib/posguard/journal/db')\" = '$sum' ]"
 # stat inside the chroot: its user and group names, not the host's.
