@@ -29,6 +29,8 @@ ensure_packages() {
 # The packages every build and test needs. (prometheus: its promtool judges the collector's
 # metrics exposition and the example alerting rules, collector/tests/metrics.rs.)
 BUILD_PACKAGES=(pkg-config libtss2-dev gcc libc6-dev)
+# Building and checking the Debian packages (scripts/build-debs.sh, scripts/deb-check.sh).
+DEB_PACKAGES=(dpkg-dev help2man lintian)
 TEST_PACKAGES=(swtpm swtpm-tools tpm2-tools openssl libtss2-tcti-swtpm0 oathtool faketime e2fsprogs tpm2-abrmd libtss2-tcti-tabrmd0 dbus prometheus)
 
 ensure_rust() {
