@@ -34,7 +34,9 @@ pub fn seal(plan: &InitPlan, se: &dyn SecureElement) -> anyhow::Result<((), Stri
                 ));
             }
             // --force: a blob this TPM cannot unseal protects nothing readable; seal a new one.
-            Err(e) => tracing::warn!(error = %e, "the sealed data key does not unseal; sealing a new one"),
+            Err(e) => {
+                tracing::warn!(error = %e, "the sealed data key does not unseal; sealing a new one")
+            }
         }
     }
     let key = se.random(32)?;

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use posguard_hal::SecureElementConfig;
-use posguard_provision::inputs;
 use posguard_provision::identity;
+use posguard_provision::inputs;
 use posguard_provision::report::Report;
 use posguard_provision::selftest;
 

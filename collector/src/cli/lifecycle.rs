@@ -185,7 +185,14 @@ fn store_sign(
             now_ms,
             peer: "ca sign-csr",
         };
-        enroll::record(tx, EnrollKind::Offline, Some(id.to_owned()), &outcome, req, None)?;
+        enroll::record(
+            tx,
+            EnrollKind::Offline,
+            Some(id.to_owned()),
+            &outcome,
+            req,
+            None,
+        )?;
         *result = Some((outcome, generation));
         Ok(())
     })?;
