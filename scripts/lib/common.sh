@@ -29,6 +29,8 @@ ensure_packages() {
 # The packages every build and test needs.
 BUILD_PACKAGES=(pkg-config libtss2-dev gcc libc6-dev)
 TEST_PACKAGES=(swtpm swtpm-tools tpm2-tools openssl libtss2-tcti-swtpm0 oathtool faketime e2fsprogs tpm2-abrmd libtss2-tcti-tabrmd0 dbus)
+# The VM step (scripts/vm-boot-test.sh, scripts/soak-power-cut.sh): qemu and the guest's tree.
+VM_PACKAGES=(qemu-system-x86 debootstrap e2fsprogs swtpm python3)
 
 ensure_rust() {
   if ! command -v cargo >/dev/null 2>&1; then
