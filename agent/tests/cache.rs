@@ -1,14 +1,17 @@
 //! The transaction cache on real sled, with the software backend and with a TPM (a fresh
 //! swtpm per test): nothing readable on disk, tampering and moved records named, restarts,
 //! the card-data guard, the size bound, key rotation, and SIGKILL during rotation (driver:
-//! `examples/cache_crash_driver.rs`, built by `cargo build --examples` / `--all-targets`;
-//! `POSGUARD_CACHE_DRIVER` overrides its path, `POSGUARD_CRASH_SEED` replays a seed).
+//! `examples/cache_crash_driver.rs`, built on demand by `support/example_driver.rs` when
+//! missing or stale; `POSGUARD_CACHE_DRIVER` overrides its path, `POSGUARD_CRASH_SEED` replays a seed).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::indexing_slicing,
     clippy::panic
 )]
+
+#[path = "support/example_driver.rs"]
+mod example_driver;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -417,22 +420,7 @@ fn seed() -> u64 {
 }
 
 fn driver_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("POSGUARD_CACHE_DRIVER") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-    let path = profile_dir.join("examples").join(format!(
-        "cache_crash_driver{}",
-        std::env::consts::EXE_SUFFIX
-    ));
-    assert!(
-        path.is_file(),
-        "the crash driver {} is missing: build it with `cargo build -p posguard-agent --examples` \
-         (or run `cargo test --all-targets`), or point POSGUARD_CACHE_DRIVER at it",
-        path.display()
-    );
-    path
+    example_driver::driver("cache_crash_driver", "POSGUARD_CACHE_DRIVER")
 }
 
 /// Starts the driver, waits for `filled` (and, after `extra_lines` more lines, i.e. inside a

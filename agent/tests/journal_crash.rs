@@ -4,8 +4,9 @@
 //! test). Every append the driver saw acknowledged must survive, the journal must verify
 //! offline, and the next start must pass the agent's start-up check without a finding.
 //!
-//! The driver is an example: `cargo test --all-targets` (or `cargo build --examples`) builds it;
-//! `cargo test --test journal_crash` alone does not. `POSGUARD_CRASH_DRIVER` overrides its path,
+//! The driver is an example, built on demand (`support/example_driver.rs`) when missing or
+//! older than the agent library, so `cargo test --test journal_crash` alone works too.
+//! `POSGUARD_CRASH_DRIVER` overrides its path,
 //! `POSGUARD_CRASH_SEED` replays a seed printed by an earlier run.
 #![allow(
     clippy::unwrap_used,
@@ -13,6 +14,9 @@
     clippy::indexing_slicing,
     clippy::panic
 )]
+
+#[path = "support/example_driver.rs"]
+mod example_driver;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read};
@@ -76,51 +80,9 @@ fn seed() -> u64 {
     (t.as_nanos() as u64) ^ u64::from(std::process::id()).rotate_left(32)
 }
 
-/// `target/<profile>/examples/journal_crash_driver`, next to this test's `deps/` directory.
+/// `target/<profile>/examples/journal_crash_driver`, built on demand when missing or stale.
 fn driver_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("POSGUARD_CRASH_DRIVER") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test executable is in target/<profile>/deps");
-    let path = profile_dir.join("examples").join(format!(
-        "journal_crash_driver{}",
-        std::env::consts::EXE_SUFFIX
-    ));
-    assert!(
-        path.is_file(),
-        "the crash driver {} is missing: build it first with \
-         `cargo build -p posguard-agent --examples` (or run `cargo test --all-targets`), \
-         or point POSGUARD_CRASH_DRIVER at it",
-        path.display()
-    );
-    // `cargo test --test journal_crash` relinks this test but not the example: say so when the
-    // agent library was rebuilt after the driver.
-    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let newest_lib = std::fs::read_dir(profile_dir.join("deps"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| {
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            name.starts_with("libposguard_agent-") && name.ends_with(".rlib")
-        })
-        .filter_map(|e| modified(&e.path()))
-        .max();
-    if let (Some(lib), Some(drv)) = (newest_lib, modified(&path))
-        && lib > drv
-    {
-        println!(
-            "WARNING: {} is older than the agent library and may be stale; \
-                 rebuild it with `cargo build -p posguard-agent --examples`",
-            path.display()
-        );
-    }
-    path
+    example_driver::driver("journal_crash_driver", "POSGUARD_CRASH_DRIVER")
 }
 
 enum Backend<'a> {

@@ -28,6 +28,8 @@ ensure_packages() {
 
 # The packages every build and test needs.
 BUILD_PACKAGES=(pkg-config libtss2-dev gcc libc6-dev)
+# Building and checking the Debian packages (scripts/build-debs.sh, scripts/deb-check.sh).
+DEB_PACKAGES=(dpkg-dev help2man lintian)
 TEST_PACKAGES=(swtpm swtpm-tools tpm2-tools openssl libtss2-tcti-swtpm0 oathtool faketime e2fsprogs tpm2-abrmd libtss2-tcti-tabrmd0 dbus)
 # The VM step (scripts/vm-boot-test.sh, scripts/soak-power-cut.sh): qemu and the guest's tree.
 VM_PACKAGES=(qemu-system-x86 debootstrap e2fsprogs swtpm python3)

@@ -11,8 +11,9 @@
 pub mod central;
 pub mod lifetime;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Mutex;
 
 pub mod damage;
 pub mod provision;
@@ -23,13 +24,18 @@ pub mod provision_tpm;
 /// (`target/<profile>/deps/<test>` → `target/<profile>/<name>`), or in `POSGUARD_E2E_BIN_DIR`
 /// when set (the soak runs debug test code against the optimised binaries in target/release).
 ///
+/// A binary missing from the target directory is built first (`cargo build --workspace --bins`,
+/// once per test process): `cargo test -p posguard-e2e` does not build other packages'
+/// binaries. `scripts/test.sh` builds them before the tests, so that they are never stale.
+///
 /// # Panics
-/// If the binary has not been built: run `cargo build --workspace --bins` first.
+/// If the binary is missing and cannot be built: the message says what to run.
 #[allow(clippy::expect_used, clippy::panic)]
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = match std::env::var_os("POSGUARD_E2E_BIN_DIR") {
-        Some(dir) => PathBuf::from(dir),
+    let bin_dir = std::env::var_os("POSGUARD_E2E_BIN_DIR").map(PathBuf::from);
+    let profile_dir = match &bin_dir {
+        Some(dir) => dir.clone(),
         None => exe
             .parent()
             .and_then(|deps| deps.parent())
@@ -37,6 +43,9 @@ pub fn bin(name: &str) -> PathBuf {
             .to_path_buf(),
     };
     let path = profile_dir.join(name);
+    if !path.exists() && bin_dir.is_none() {
+        build_bins(&profile_dir);
+    }
     if !path.exists() {
         panic!(
             "{} is not built; run `cargo build --workspace --bins` (scripts/test.sh does)",
@@ -44,6 +53,48 @@ pub fn bin(name: &str) -> PathBuf {
         );
     }
     path
+}
+
+/// `cargo build --workspace --bins` into `profile_dir` (`target/<profile>`), at most once per
+/// test process. Cargo has released its build lock by the time tests run.
+#[allow(clippy::expect_used, clippy::panic)]
+fn build_bins(profile_dir: &Path) {
+    static BUILT: Mutex<bool> = Mutex::new(false);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if *built {
+        return;
+    }
+    *built = true;
+    let target_dir = profile_dir.parent().expect("target/<profile> has a parent");
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => "dev",
+        Some(other) => other,
+    };
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    eprintln!("building the workspace's binaries ({profile} profile) for the end-to-end tests");
+    let out = Command::new(&cargo)
+        .args([
+            "build",
+            "--quiet",
+            "--workspace",
+            "--bins",
+            "--profile",
+            profile,
+        ])
+        .arg("--manifest-path")
+        .arg(&workspace)
+        .arg("--target-dir")
+        .arg(target_dir)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", Path::new(&cargo).display()));
+    if !out.status.success() {
+        panic!(
+            "building the workspace's binaries failed ({}); run `cargo build --workspace --bins`:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 /// A `Command` for a workspace binary with a clean, quiet environment.
