@@ -43,6 +43,8 @@ vm_base_image() {
   VM_BASE=$VM_CACHE/base-$VM_KEY-$harness_key.raw
   [ -f "$VM_BASE" ] && return 0
   vm_tree
+  # Older base images (other harness files) are not used again: 3 GiB sparse each.
+  rm -f "$VM_CACHE"/base-*.raw
   local tmp=$VM_CACHE/base-building.$$
   rm -rf "$tmp" "$tmp.raw"
   cp -a "$VM_TREE" "$tmp"

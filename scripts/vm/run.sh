@@ -10,7 +10,8 @@
 #   CUTS (3)            power cuts
 #   LOAD_MIN/LOAD_MAX   the random moment: seconds of load before the cut (2, 15)
 #   SEED                for $RANDOM (default: the time; printed to reproduce a run)
-#   VM_PROFILE (release) debug for working on the harness only
+#   VM_PROFILE (release) debug for working on the harness only (installs files, not packages)
+#   VM_NO_DEBS=1        install the files instead of the Debian packages
 #   VM_KEEP=1           keep the work directory (console logs, results) after a success
 set -euo pipefail
 # The whole script is one compound command, read before it runs: a soak of half an hour must not
@@ -103,10 +104,17 @@ install -m 0600 /dev/null "$PL/token"
 "$BIN/posguard-collector" enroll-token create --device-id "$DEVICE" --ttl 1h --quiet \
   --config "$C/collector.toml" >"$PL/token"
 cp "$C/ca/fleet-ca.pem" "$PL/"
-if [ -n "${VM_DEBS:-}" ]; then
+if [ "$profile" = release ] && [ -z "${VM_NO_DEBS:-}" ]; then
+  # The terminal gets what a terminal gets: the Debian packages (scripts/build-debs.sh), built
+  # from the release binaries just built.
   mkdir -p "$PL/debs"
-  cp "$VM_DEBS"/*.deb "$PL/debs/"
+  scripts/build-debs.sh --no-build --out "$WORK/debs" 2>"$WORK/build-debs.log" |
+    while IFS= read -r deb; do cp "$deb" "$PL/debs/"; done
+  ls "$PL"/debs/*.deb >/dev/null 2>&1 || fail "scripts/build-debs.sh made no package; see $WORK/build-debs.log"
+  echo "packages: $(cd "$PL/debs" && echo *.deb)"
 else
+  # VM_PROFILE=debug (packages hold release binaries) or VM_NO_DEBS=1: the files, installed as
+  # docs/operations.md "Installing on a terminal" says.
   cp "$BIN"/{posguard-agent,posguardctl,posguard-provision,posguard-collector} "$PL/bin/"
   cp -r systemd/. "$PL/systemd/"
 fi
