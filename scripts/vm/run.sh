@@ -162,10 +162,11 @@ for n in $(seq 1 "$CUTS"); do
   results_of "$n"
   # The cut comes at a random moment of the load, after at least one acknowledgement.
   for _ in $(seq 300); do grep -q '^ack ' "$WORK/boot-$n/acks.log" && break; sleep 0.1; done
-  sleep $((LOAD_MIN + RANDOM % (LOAD_MAX - LOAD_MIN + 1))).$((RANDOM % 10))
+  delay=$((LOAD_MIN + RANDOM % (LOAD_MAX - LOAD_MIN + 1))).$((RANDOM % 10))
+  sleep "$delay"
   vm_kill
   grep -a '^error' "$WORK/boot-$n/acks.log" && fail "boot $n: the workload got an error (above)"
-  echo "  cut: $(grep -ac '^ack ' "$WORK/boot-$n/acks.log") events, $(grep -ac '^put ' "$WORK/boot-$n/acks.log") cache records acknowledged"
+  echo "  cut $delay s after the first acknowledgement: $(grep -ac '^ack ' "$WORK/boot-$n/acks.log") events, $(grep -ac '^put ' "$WORK/boot-$n/acks.log") cache records acknowledged"
 done
 
 final=$((CUTS + 1))
