@@ -122,6 +122,8 @@ vm_wait_result() {
   local deadline=$(($(date +%s) + $3))
   while [ "$(date +%s)" -lt "$deadline" ]; do
     grep -q "\"check\":\"$2\"" "$1/results.log" 2>/dev/null && return 0
+    # The guest gave up (a failed setup reports done with ok false): no use waiting.
+    grep -q '"check":"done"' "$1/results.log" 2>/dev/null && return 1
     kill -0 "$VM_PID" 2>/dev/null || {
       grep -q "\"check\":\"$2\"" "$1/results.log" 2>/dev/null && return 0
       return 1

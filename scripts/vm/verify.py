@@ -50,6 +50,17 @@ def main():
                 key = (n, m.group(1))
                 puts[key] = max(puts.get(key, -1), int(m.group(2)))
 
+    # At every next boot the journal's head is at least the last acknowledged seq (the full
+    # comparison, event by event, is after the last boot, with the agent stopped).
+    for n in range(1, cuts + 1):
+        top = max((seq for ref, seq in acked.items() if ref.startswith(f"a{n}-")), default=0)
+        head = None
+        for line in lines(work / f"boot-{n + 1}" / "results.log"):
+            if '"check":"serving"' in line:
+                head = int(json.loads(line)["detail"].split()[0])
+        if head is None or head < top:
+            problems.append(f"boot {n + 1}: journal head {head}, but seq {top} was acknowledged before the cut")
+
     # The journal after the last boot.
     journal = {}
     for line in lines(work / f"boot-{final}" / "results.log"):
