@@ -66,6 +66,7 @@ BIN=$PWD/target/$profile
 section "guest image (cached in $VM_CACHE)"
 vm_base_image
 echo "base image $VM_BASE"
+vm_pick_accel
 
 section "collector on this host (the guest reaches it as 10.0.2.2)"
 C=$WORK/collector
