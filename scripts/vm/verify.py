@@ -75,7 +75,7 @@ def main():
             continue
         record = json.loads(line)
         ref = find_reference(record)
-        if ref is not None and ref.startswith("a"):
+        if ref is not None and re.fullmatch(r"a\d+-\d+-\d+", ref):
             at_collector[ref] += 1
             collector_seq[ref] = record.get("seq")
 

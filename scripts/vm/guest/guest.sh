@@ -182,7 +182,8 @@ watchdog_check() {
   fi
 }
 
-rss() { report rss true "$(grep VmRSS /proc/"$(agent_pid)"/status | tr -s ' \t' ' ') ($1)"; }
+# The resident set now and its peak since the process started (VmHWM: the load included).
+rss() { report rss true "$(grep -E 'VmRSS|VmHWM' /proc/"$(agent_pid)"/status | tr -s ' \t\n' '  ') ($1)"; }
 
 cache_check() {
   if out=$($LOAD check 2>&1); then
@@ -219,6 +220,9 @@ case "$MODE" in
     wait_for 60 serving
     boot_checks
     cache_check
+    # The resident set under the unit after 10 s of the full load (its records are not counted).
+    timeout 10 runuser -u pos-app -- $LOAD load --tag final --workers "${WORKERS:-4}" >/dev/null
+    rss "after 10 s of full load"
     # Everything journaled reaches the collector: shipped_seq catches up with head_seq.
     if wait_for 120 sh -c "$LOAD status | awk '{ exit !(\$1 == \$2) }'"; then
       report drained true "$($LOAD status)"
