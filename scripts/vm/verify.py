@@ -94,12 +94,11 @@ def main():
     for later in range(2, final + 1):
         runs = {}
         for line in lines(work / f"boot-{later}" / "results.log"):
-            if '"check":"cache_readback"' not in line:
-                continue
-            detail = json.loads(line)["detail"]
-            for m in re.finditer(r"prefix (c\d+-\d+) (\d+)", detail):
+            m = re.fullmatch(r"cache prefix (c\d+-\d+) (\d+)", line)
+            if m:
                 runs[m.group(1)] = int(m.group(2))
-            for m in re.finditer(r"bad (\S+)", detail):
+            m = re.fullmatch(r"cache bad (\S+)", line)
+            if m:
                 problems.append(f"boot {later}: cache record {m.group(1)} read back another value")
         for (boot, prefix), top in puts.items():
             if boot >= later:

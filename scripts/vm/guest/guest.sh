@@ -185,9 +185,14 @@ watchdog_check() {
 # The resident set now and its peak since the process started (VmHWM: the load included).
 rss() { report rss true "$(grep -E 'VmRSS|VmHWM' /proc/"$(agent_pid)"/status | tr -s ' \t\n' '  ') ($1)"; }
 
+# One line per record prefix (`cache prefix c3-1 412`, `cache bad ID`) for the host, which
+# compares them with the acknowledgements; then the check's own line.
 cache_check() {
   if out=$($LOAD check 2>&1); then
-    report cache_readback true "$(printf '%s' "$out" | tr '\n' ';')"
+    printf '%s\n' "$out" | sed 's/^/cache /' >$RES
+    bad=$(printf '%s\n' "$out" | grep -c '^bad')
+    report cache_readback "$([ "$bad" -eq 0 ] && echo true || echo false)" \
+      "$(printf '%s\n' "$out" | grep -c '^prefix') prefixes read back, $bad records with another value"
   else
     report cache_readback false "$out"
   fi
