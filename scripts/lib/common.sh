@@ -32,6 +32,8 @@ BUILD_PACKAGES=(pkg-config libtss2-dev gcc libc6-dev)
 # Building and checking the Debian packages (scripts/build-debs.sh, scripts/deb-check.sh).
 DEB_PACKAGES=(dpkg-dev help2man lintian)
 TEST_PACKAGES=(swtpm swtpm-tools tpm2-tools openssl libtss2-tcti-swtpm0 oathtool faketime e2fsprogs tpm2-abrmd libtss2-tcti-tabrmd0 dbus prometheus)
+# The VM step (scripts/vm-boot-test.sh, scripts/soak-power-cut.sh): qemu and the guest's tree.
+VM_PACKAGES=(qemu-system-x86 debootstrap e2fsprogs swtpm python3)
 
 ensure_rust() {
   if ! command -v cargo >/dev/null 2>&1; then

@@ -37,6 +37,17 @@ impl ClientError {
     pub fn hint(&self) -> Option<&'static str> {
         let ClientError::Refused(error) = self else {
             return match self {
+                // The socket's directory and the socket belong to the group posguard-pos: a
+                // user outside it is refused by the kernel before the agent sees anything.
+                ClientError::Connect { source, .. }
+                    if source.kind() == std::io::ErrorKind::PermissionDenied =>
+                {
+                    Some(
+                        "this user may not open the agent's socket: add it to the group \
+                         posguard-pos (usermod -aG posguard-pos USER, then log in again) and to \
+                         [api] allowed_uids (docs/operations.md, \"Users and groups\")",
+                    )
+                }
                 ClientError::Connect { .. } => {
                     Some("is posguard-agent running? (systemctl status posguard-agent)")
                 }
@@ -128,6 +139,34 @@ impl Client {
             (true, Some(result), _) => Ok(result),
             (false, _, Some(error)) => Err(ClientError::Refused(error)),
             _ => Err(ClientError::Protocol("neither result nor error".to_owned())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ClientError;
+
+    fn connect_error(kind: std::io::ErrorKind) -> ClientError {
+        ClientError::Connect {
+            path: "/run/posguard/agent.sock".into(),
+            source: std::io::Error::from(kind),
+        }
+    }
+
+    #[test]
+    fn a_socket_refused_by_its_mode_names_the_group_and_an_absent_one_the_agent() {
+        let denied = connect_error(std::io::ErrorKind::PermissionDenied);
+        assert!(
+            denied.hint().is_some_and(|h| h.contains("posguard-pos")),
+            "{denied:?}"
+        );
+        for kind in [
+            std::io::ErrorKind::NotFound,
+            std::io::ErrorKind::ConnectionRefused,
+        ] {
+            let e = connect_error(kind);
+            assert!(e.hint().is_some_and(|h| h.contains("running")), "{e:?}");
         }
     }
 }
