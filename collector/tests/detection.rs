@@ -305,7 +305,9 @@ async fn silent_names_the_last_contact_in_rfc_3339() {
     assert_eq!(silent.len(), 1);
     let expected = posguard_collector::clock::format_ms(seen);
     assert!(
-        silent[0].detail.starts_with(&format!("no contact since {expected}; ")),
+        silent[0]
+            .detail
+            .starts_with(&format!("no contact since {expected}; ")),
         "{}",
         silent[0].detail
     );

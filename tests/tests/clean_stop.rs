@@ -153,10 +153,16 @@ fn a_stopped_terminal_ships_its_stop_and_looks_different_from_a_power_cut() {
         if d.len() >= 2 {
             break d;
         }
-        assert!(Instant::now() < deadline, "no silent alerts for both: {d:?}");
+        assert!(
+            Instant::now() < deadline,
+            "no silent alerts for both: {d:?}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
-    assert!(details["till-stopped"].contains("stopped cleanly"), "{details:?}");
+    assert!(
+        details["till-stopped"].contains("stopped cleanly"),
+        "{details:?}"
+    );
     assert!(details["till-cut"].contains("no clean stop"), "{details:?}");
 
     // Collector down: the stop stays bounded, and the stop record ships at the next start.

@@ -37,8 +37,8 @@ pub fn sweep_silent(
         for mut d in tx.silent_candidates(before)? {
             // A terminal whose last stored record is its clean stop was switched off or
             // stopped on purpose; without one it lost power, crashed or lost its network.
-            let stopped = tx.record_kind(&d.device_id, d.highest_stored)?.as_deref()
-                == Some("agent_stopped");
+            let stopped =
+                tx.record_kind(&d.device_id, d.highest_stored)?.as_deref() == Some("agent_stopped");
             let how = if stopped {
                 "; it stopped cleanly (its last record is agent_stopped)"
             } else {
