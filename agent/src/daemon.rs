@@ -222,16 +222,17 @@ pub async fn run(
     let _ = sweeper.await;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), cache_task).await;
     let _ = std::fs::remove_file(&config.api.socket);
-    let stopped = journal
-        .append(Event::new(
+    let stop_event = || {
+        Event::new(
             clock.stamp(),
             Actor::System,
             None,
             EventKind::AgentStopped {
                 reason: StopReason::Shutdown,
             },
-        ))
-        .await;
+        )
+    };
+    let stopped = journal.append(stop_event()).await;
     // Only now: the uplink makes one bounded attempt (crate::uplink::FINAL_FLUSH) to ship what
     // is left, the stop record included, so that the collector tells a terminal stopped on
     // purpose from one that lost power. Joined even if the append failed.
@@ -239,7 +240,17 @@ pub async fn run(
     if let Some(handle) = uplink {
         let _ = tokio::task::spawn_blocking(move || handle.join()).await;
     }
-    stopped?;
+    let mut stop_seq = stopped?;
+    // A clean stop ends with its stop record (docs/journal.md): if anything was journaled after
+    // it (by the uplink's last attempt: a finding, a declared overflow), the stop is recorded
+    // again so that the next start does not take this stop for a cut. Bounded: the uplink is
+    // stopped, so at most an overflow declaration can follow a stop record.
+    for _ in 0..3 {
+        match journal.status().await {
+            Ok(s) if s.head_seq > stop_seq => stop_seq = journal.append(stop_event()).await?,
+            _ => break,
+        }
+    }
     journal.shutdown().await?;
     Ok(())
 }
