@@ -112,7 +112,7 @@ pub struct Health {
     pub cert_days_left: Option<i64>,
     /// The newest certificate issued to it is revoked.
     pub revoked: bool,
-    /// In lockdown (as the agent last journaled it, else as last commanded and delivered).
+    /// In lockdown, as the agent last journaled it (`lockdown_changed`).
     pub lockdown: bool,
     /// How it last stopped, when it is not running.
     pub last_stop: Option<LastStop>,
@@ -145,11 +145,8 @@ pub fn judge(d: &DeviceRow, cx: &Context<'_>) -> Health {
         .newest_serial
         .get(id)
         .is_some_and(|s| cx.crl_serials.contains(s) || facts.revoked_serials.contains(s));
-    let lockdown = facts
-        .lockdown_reported
-        .get(id)
-        .or_else(|| facts.lockdown_commanded.get(id))
-        .is_some_and(|(on, _)| *on);
+    // Only the agent's own record: a delivered command may have been refused (forged, stale).
+    let lockdown = facts.lockdown_reported.get(id).is_some_and(|(on, _)| *on);
     let lifecycle = facts.lifecycle.get(id).cloned();
     let retired = lifecycle
         .as_deref()

@@ -99,12 +99,11 @@ fn lag_revocation_lockdown_and_lifecycle_each_show_and_the_most_urgent_wins() {
         (State::Lagging, 340, Some(NOW - HOUR))
     );
 
+    // A delivered command alone is not lockdown: the agent may refuse it (forged, stale).
     facts.lockdown_commanded.insert("t".into(), (true, NOW));
-    assert_eq!(judge_with(&d, &facts, &crl, None).state, State::Lockdown);
-    // The agent's own record wins over the command.
-    facts.lockdown_reported.insert("t".into(), (false, NOW));
     assert!(!judge_with(&d, &facts, &crl, None).lockdown);
     facts.lockdown_reported.insert("t".into(), (true, NOW));
+    assert_eq!(judge_with(&d, &facts, &crl, None).state, State::Lockdown);
 
     facts.newest_serial.insert("t".into(), "0a1b".into());
     let h = judge_with(&d, &facts, &crl, None);
