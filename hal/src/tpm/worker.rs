@@ -43,7 +43,26 @@ impl TpmState {
 /// Handle to the worker thread. Sending jobs is serialised by the channel.
 #[derive(Debug)]
 pub(crate) struct Worker {
-    jobs: mpsc::Sender<Job>,
+    jobs: Option<mpsc::Sender<Job>>,
+    /// Told when the thread has closed its TPM context: dropping the worker waits for it, so
+    /// that the process never exits while the tss2 libraries are finalising on that thread
+    /// (a race that aborted `posguard-provision` with "double free or corruption" at exit).
+    done: std::sync::Mutex<Option<mpsc::Receiver<()>>>,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread's loop; then it drops its context.
+        self.jobs.take();
+        let done = match self.done.get_mut() {
+            Ok(d) => d.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(done) = done {
+            // Bounded: a thread stuck in a TPM call must not hang the caller's exit.
+            let _ = done.recv_timeout(Duration::from_secs(5));
+        }
+    }
 }
 
 impl Worker {
@@ -56,6 +75,7 @@ impl Worker {
         })?;
         let (jobs, rx) = mpsc::channel::<Job>();
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), HalError>>();
+        let (done_tx, done_rx) = mpsc::channel::<()>();
         let (srk_handle, identity_handle, counter_index) = (
             config.srk_handle,
             config.identity_handle,
@@ -99,13 +119,18 @@ impl Worker {
                 while let Ok(job) = rx.recv() {
                     job(&mut state);
                 }
+                drop(state);
+                let _ = done_tx.send(());
             })
             .map_err(|e| HalError::Unexpected {
                 operation: "open",
                 detail: format!("cannot start the TPM thread: {e}"),
             })?;
         match ready_rx.recv_timeout(timeout) {
-            Ok(Ok(())) => Ok(Worker { jobs }),
+            Ok(Ok(())) => Ok(Worker {
+                jobs: Some(jobs),
+                done: std::sync::Mutex::new(Some(done_rx)),
+            }),
             Ok(Err(e)) => Err(e),
             Err(mpsc::RecvTimeoutError::Timeout) => Err(HalError::Unreachable {
                 tcti,
@@ -123,6 +148,8 @@ impl Worker {
     {
         let (tx, rx) = mpsc::sync_channel(1);
         self.jobs
+            .as_ref()
+            .ok_or(HalError::WorkerGone)?
             .send(Box::new(move |state: &mut TpmState| {
                 let _ = tx.send(f(state));
             }))
